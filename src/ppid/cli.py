@@ -1,0 +1,60 @@
+"""`ppid <command>`: one entry point; each command lives in the module that does the work.
+
+A command module exposes `add_arguments(parser)` and `run(args) -> int`. Only the module of the
+command being run is imported, so `ppid --help` and light commands start fast.
+"""
+
+import argparse
+import importlib
+import sys
+
+from . import PpidError, __version__
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "data": ("ppid.data.cli", "synthesise, preview, check and build matting datasets"),
+    "models": ("ppid.models.cli", "list the networks with parameter counts beside the paper's"),
+    "train": ("ppid.train", "train a teacher, a baseline student or a PPID student from a config"),
+    "evaluate": ("ppid.evaluate", "SAD/MSE/Grad/Conn of predicted alpha folders, paper-style table"),
+    "predict": ("ppid.predict", "alpha, RGBA cut-out, foreground and composites for photos"),
+    "export": ("ppid.export", "export a model to ONNX and check it against onnxruntime"),
+    "viz": ("ppid.viz", "per-image visual reports: image | trimap | GT | teacher | student | error"),
+    "demo": ("ppid.demo", "end-to-end demo on synthetic data: teacher, student, PPID student, table"),
+}
+
+
+def build_parser(command=None):
+    parser = argparse.ArgumentParser(
+        prog="ppid",
+        description="ppid-matting: trimap-free image matting with privileged trimap distillation.",
+    )
+    parser.add_argument("--version", action="version", version=f"ppid-matting {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except PpidError as err:
+        print(f"ppid {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ppid {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
