@@ -1,0 +1,114 @@
+"""DIM (Deep Image Matting, Xu et al. 2017) as the SegNet-style encoder-decoder whose 25,582,595
+parameters (4 input channels) are the paper's 25.58M.
+
+Encoder: VGG16 with BatchNorm, five blocks of conv3x3+BN+ReLU (2, 2, 3, 3, 3 layers; widths 64, 128,
+256, 512, 512), each closed by 2x2 max-pooling that keeps its argmax indices; no fc6/conv6. The
+module `encoder.features` has torchvision's `vgg16_bn().features` layout and indices, so a local
+torchvision checkpoint loads with `load_backbone`.
+
+Decoder: five blocks, each max-unpooling with the matching encoder indices then conv5x5 + BN
+(512 -> 512 -> 256 -> 128 -> 64 -> 1). The reference implementation has no activation anywhere in
+its decoder, which makes the four hidden layers one linear map between unpoolings; we put a ReLU
+(no parameters) after each hidden block. The last block (conv5x5 64 -> 1 + BN(1), as the reference)
+gives the alpha logits.
+
+PPID taps: `enc` = the five pooled block outputs (strides 2..32); `dec` = the decoder outputs at
+stride 4 (128 ch) and stride 2 (64 ch), each gated by a CBAM spatial attention (ALD, eq. 5-9).
+With CLSD connectors (eq. 4) Fbar_n flows into block n+1, and Fbar_5 into the decoder; DIM has no
+feature skips (only pooling indices), so that is everywhere Fbar goes.
+"""
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention
+
+ENCODER_WIDTHS = (64, 128, 256, 512, 512)
+ENCODER_DEPTHS = (2, 2, 3, 3, 3)
+DECODER_WIDTHS = (512, 256, 128, 64, 1)  # outputs of the blocks at strides 16, 8, 4, 2, 1
+ATTENTION_STRIDES = (4, 2)
+
+
+class VGG16BNEncoder(nn.Module):
+    """torchvision's `vgg16_bn().features` (same module indices), pooling with indices kept.
+
+    `stage(n, x)` runs block n and its pooling and returns (pooled feature, pooling indices)."""
+
+    def __init__(self, in_channels):
+        super().__init__()
+        layers, self.stage_slices = [], []
+        c_in = in_channels
+        for width, depth in zip(ENCODER_WIDTHS, ENCODER_DEPTHS):
+            start = len(layers)
+            for _ in range(depth):
+                layers += [nn.Conv2d(c_in, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                c_in = width
+            self.stage_slices.append(slice(start, len(layers)))
+            layers.append(nn.MaxPool2d(2, stride=2, return_indices=True))
+        self.features = nn.Sequential(*layers)
+
+    def stage(self, n, x):
+        block = self.stage_slices[n]
+        x = self.features[block](x)
+        return self.features[block.stop](x)
+
+
+def decoder_block(c_in, c_out, relu=True):
+    layers = [nn.Conv2d(c_in, c_out, 5, padding=2), nn.BatchNorm2d(c_out)]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
+
+
+class DIMNet(MattingNet):
+    trimap_encoding = "value"
+    backbone_attr = "encoder"
+    first_conv_key = "features.0.weight"
+
+    def __init__(self, role, cross_layer=False):
+        super().__init__(role, cross_layer)
+        self.encoder = VGG16BNEncoder(self.in_channels)
+        widths = (ENCODER_WIDTHS[-1],) + DECODER_WIDTHS
+        self.decoder = nn.ModuleList(
+            decoder_block(c_in, c_out, relu=c_out != 1) for c_in, c_out in zip(widths[:-1], widths[1:])
+        )
+        self.attention = nn.ModuleList(SpatialAttention() for _ in ATTENTION_STRIDES)
+        self.connectors = CrossLayerConnectors(ENCODER_WIDTHS) if cross_layer else None
+        init_weights(self)
+
+    def forward_features(self, x):
+        enc, cross, indices = [], [], []
+        fbar = x
+        for n in range(len(ENCODER_WIDTHS)):
+            f, idx = self.encoder.stage(n, fbar)
+            enc.append(f)
+            indices.append(idx)
+            if self.connectors is None:
+                fbar = f
+                continue
+            fbar, c = self.connectors.step(n, f, fbar)  # fbar is Fbar_{n-1} here (unused at n = 0)
+            if c is not None:
+                cross.append(c)
+
+        y, dec = fbar, []
+        stride = 2 ** len(ENCODER_WIDTHS)
+        for block, idx in zip(self.decoder, reversed(indices)):
+            y = block(F.max_unpool2d(y, idx, kernel_size=2, stride=2))
+            stride //= 2
+            if stride in ATTENTION_STRIDES:
+                y, tap = self.attention[ATTENTION_STRIDES.index(stride)](y)
+                dec.append(tap)
+        return MattingOutput(alpha=None, alpha_logits=y, enc=enc, dec=dec, cross=cross)
+
+
+def init_weights(model):
+    """As torchvision's VGG: kaiming-normal (fan_out, ReLU) convs with zero bias; BN weight 1, bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build(role, cross_layer=False):
+    return DIMNet(role, cross_layer=cross_layer)

@@ -1,0 +1,176 @@
+"""DIM (VGG16-BN SegNet-style encoder-decoder): taps, trimap rules, counts, torchvision loading."""
+
+import pytest
+import torch
+
+from ppid import PpidError
+from ppid.models import PAPER_PARAMS, build, count_parameters
+
+# torchvision vgg16_bn().features: conv indices per block (each conv is followed by BN at +1)
+TORCHVISION_CONVS = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
+ENC_CHANNELS = (64, 128, 256, 512, 512)
+
+
+def inputs(n=2, h=64, w=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(n, 3, h, w, generator=g)
+    trimap = torch.randint(0, 3, (n, 1, h, w), generator=g).float() / 2
+    return image, trimap
+
+
+@pytest.mark.parametrize("role,cross_layer", [("teacher", False), ("student", False), ("student", True)])
+def test_forward_backward_and_tap_shapes(role, cross_layer):
+    torch.manual_seed(0)
+    model = build("dim", role, cross_layer=cross_layer)
+    image, trimap = inputs(h=64, w=96)
+    out = model(image, trimap if role == "teacher" else None)
+
+    assert out.alpha.shape == (2, 1, 64, 96)
+    assert [tuple(f.shape) for f in out.enc] == [(2, c, 64 // s, 96 // s) for c, s in zip(ENC_CHANNELS, (2, 4, 8, 16, 32))]
+    assert [tuple(t.feature.shape) for t in out.dec] == [(2, 128, 16, 24), (2, 64, 32, 48)]
+    assert [tuple(t.logits.shape) for t in out.dec] == [(2, 1, 16, 24), (2, 1, 32, 48)]
+    if cross_layer:
+        assert [c.shape for c in out.cross] == [f.shape for f in out.enc[1:]]
+    else:
+        assert out.cross == []
+
+    loss = out.alpha_logits.square().mean() + sum(t.logits.mean() for t in out.dec)
+    loss.backward()
+    first_conv = model.encoder.features[0].weight
+    assert first_conv.shape[1] == (4 if role == "teacher" else 3)
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+def test_teacher_output_depends_on_trimap():
+    torch.manual_seed(0)
+    model = build("dim", "teacher").eval()
+    image, trimap = inputs()
+    with torch.no_grad():
+        a = model(image, trimap).alpha
+        b = model(image, 1 - trimap).alpha
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_trimap_rules():
+    image, trimap = inputs(n=1)
+    with pytest.raises(PpidError, match="takes no trimap"):
+        build("dim", "student")(image, trimap)
+    with pytest.raises(PpidError, match="needs a trimap"):
+        build("dim", "teacher")(image)
+    with pytest.raises(PpidError, match="belong to PPID students"):
+        build("dim", "teacher", cross_layer=True)
+
+
+def test_odd_size_gives_alpha_of_input_size_in_unit_range():
+    torch.manual_seed(0)
+    model = build("dim", "teacher").eval()
+    image, trimap = inputs(n=1, h=70, w=45)
+    with torch.no_grad():
+        alpha = model(image, trimap).alpha
+    assert alpha.shape == (1, 1, 70, 45)
+    assert torch.isfinite(alpha).all() and alpha.min() >= 0 and alpha.max() <= 1
+
+
+def test_parameter_counts_match_the_reference_dim():
+    teacher, student = build("dim", "teacher"), build("dim", "student")
+    # Per-block counts of the reference DIMModel (4 input channels): 25,582,595 in all.
+    assert count_parameters(teacher.encoder) == 14_723_712
+    assert [count_parameters(b) for b in teacher.decoder] == [6_555_136, 3_277_568, 819_584, 204_992, 1_603]
+    attention = count_parameters(teacher.attention)  # our two ALD gates: 2 x (2*7*7 + 1)
+    assert attention == 198
+    assert count_parameters(teacher) == 25_582_595 + attention
+    assert count_parameters(teacher) - count_parameters(student) == 64 * 9  # one input channel less
+    for model in (teacher, student):
+        assert abs(count_parameters(model) / PAPER_PARAMS["dim"]["plain"] - 1) < 0.02
+    ppid = build("dim", "student", cross_layer=True)
+    connectors = sum(c_in * c_out * 9 + c_out for c_in, c_out in zip(ENC_CHANNELS[:-1], ENC_CHANNELS[1:]))
+    assert count_parameters(ppid) == count_parameters(student) + connectors
+
+
+def torchvision_state(in_channels=3, seed=0):
+    """A synthetic torchvision vgg16_bn state dict (random tensors, torchvision's names and shapes,
+    with the classifier a real checkpoint carries)."""
+    g = torch.Generator().manual_seed(seed)
+    state, c_in = {}, in_channels
+    widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    for i, c_out in zip(TORCHVISION_CONVS, widths):
+        state[f"features.{i}.weight"] = torch.randn(c_out, c_in, 3, 3, generator=g)
+        state[f"features.{i}.bias"] = torch.randn(c_out, generator=g)
+        for name in ("weight", "bias", "running_mean"):
+            state[f"features.{i + 1}.{name}"] = torch.randn(c_out, generator=g)
+        state[f"features.{i + 1}.running_var"] = torch.rand(c_out, generator=g) + 0.5
+        c_in = c_out
+    state["classifier.0.weight"] = torch.randn(16, 8, generator=g)
+    state["classifier.6.bias"] = torch.randn(1000, generator=g)
+    return state
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_loads_torchvision_vgg16_bn_weights(tmp_path, suffix):
+    state = torchvision_state()
+    path = tmp_path / f"vgg16_bn{suffix}"
+    if suffix == ".pth":
+        torch.save(state, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    model = build("dim", "teacher", backbone_weights=path)
+    own = model.encoder.state_dict()
+    w = own["features.0.weight"]
+    assert torch.equal(w[:, :3], state["features.0.weight"])
+    assert torch.equal(w[:, 3:], torch.zeros_like(w[:, 3:]))  # the trimap channel starts at zero
+    for key in ("features.40.weight", "features.41.running_var", "features.24.bias"):
+        assert torch.equal(own[key], state[key])
+
+    student = build("dim", "student", backbone_weights=path)
+    assert torch.equal(student.encoder.features[0].weight, state["features.0.weight"])
+
+
+def test_backbone_file_with_a_missing_key_is_a_clear_error(tmp_path):
+    state = torchvision_state()
+    del state["features.37.weight"]
+    path = tmp_path / "vgg16_bn.pth"
+    torch.save(state, path)
+    with pytest.raises(PpidError, match=r"vgg16_bn\.pth.*missing.*features\.37\.weight"):
+        build("dim", "student", backbone_weights=path)
+    with pytest.raises(PpidError, match="not found"):
+        build("dim", "student", backbone_weights=tmp_path / "absent.pth")
+
+
+def test_bf16_autocast_and_channels_last():
+    torch.manual_seed(0)
+    model = build("dim", "student", cross_layer=True).eval()
+    image, _ = inputs(n=1)
+    with torch.no_grad():
+        ref = model(image).alpha
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(image).alpha
+        model = model.to(memory_format=torch.channels_last)
+        cl = model(image.contiguous(memory_format=torch.channels_last)).alpha
+    assert low.shape == ref.shape and torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max() < 0.1
+    torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_reaches_every_connector_through_the_alpha():
+    torch.manual_seed(0)
+    model = build("dim", "student", cross_layer=True)
+    image, _ = inputs()
+    model(image).alpha_logits.square().mean().backward()  # alpha loss only: no distillation term
+    for conv in model.connectors.convs:
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_decoder_unpools_to_the_encoder_argmax_positions():
+    """SegNet unpooling: before the stride-1 conv the map is non-zero only where pool 1 took its max."""
+    torch.manual_seed(0)
+    model = build("dim", "teacher").eval()
+    image, trimap = inputs(n=1, h=32, w=32)
+    seen = {}
+    model.decoder[-1].register_forward_hook(lambda m, args, out: seen.setdefault("x", args[0]))
+    with torch.no_grad():
+        model(image, trimap)
+    nonzero = (seen["x"] != 0).float().sum(dim=(2, 3))  # per channel, of 32x32 positions
+    assert nonzero.max() <= 16 * 16  # at most one survivor per 2x2 window
+    assert nonzero.min() > 0
