@@ -1,0 +1,123 @@
+import pytest
+import torch
+
+from ppid.distill.ald import ald_loss, attention_map, transition_mask
+from ppid.distill.clsd import CLSD
+from ppid.distill.gcblock import GCBlock
+from ppid.models.common import DecoderTap, MattingOutput
+
+CHANNELS = [4, 6, 8, 8, 10]
+
+
+def _enc(fill, n=2, size=16):
+    return [torch.full((n, c, size >> i, size >> i), float(fill)) for i, c in enumerate(CHANNELS)]
+
+
+def _out(enc, cross=()):
+    return MattingOutput(alpha=None, alpha_logits=None, enc=enc, dec=[], cross=list(cross))
+
+
+def _identity_gc(module):
+    # Zero the last transform conv: Gc(F) = F exactly, so the loss is hand-computable.
+    for blocks in (module.gc_teacher, module.gc_student, module.gc_cross or []):
+        for gc in blocks:
+            torch.nn.init.zeros_(gc.transform[-1].weight)
+            torch.nn.init.zeros_(gc.transform[-1].bias)
+
+
+def test_gcblock_shape_and_context_is_global():
+    gc = GCBlock(8)
+    x = torch.randn(2, 8, 5, 7)
+    y = gc(x)
+    assert y.shape == x.shape
+    delta = y - x  # the same context vector is added at every position
+    assert torch.allclose(delta, delta[..., :1, :1].expand_as(delta), atol=1e-6)
+
+
+def test_clsd_hand_computed():
+    clsd = CLSD(CHANNELS, lambda1=0.2, lambda2=1.0, mode="clsd")
+    _identity_gc(clsd)
+    teacher = _out(_enc(1.0))
+    cross = [torch.full_like(f, 3.0) for f in _enc(0.0)[1:]]
+    student = _out(_enc(0.0), cross)
+    terms = clsd(teacher, student)
+    elements = [c * (16 >> i) ** 2 for i, c in enumerate(CHANNELS)]  # per image
+    assert terms["clsd_same"].item() == pytest.approx(0.2 * sum(elements))
+    assert terms["clsd_cross"].item() == pytest.approx(1.0 * 4.0 * sum(elements[1:]))
+
+
+def test_sd_ablation_has_no_cross_term_and_no_cross_blocks():
+    sd = CLSD(CHANNELS, mode="sd")
+    assert sd.gc_cross is None
+    terms = sd(_out(_enc(1.0)), _out(_enc(0.0)))
+    assert set(terms) == {"clsd_same"}
+
+
+def test_clsd_gradients_reach_gc_blocks_and_connector_inputs_not_teacher_features():
+    clsd = CLSD(CHANNELS)
+    t_enc = [f.requires_grad_(True) for f in [torch.randn_like(f) for f in _enc(0)]]
+    s_enc = [torch.randn_like(f).requires_grad_(True) for f in _enc(0)]
+    cross = [torch.randn_like(f).requires_grad_(True) for f in _enc(0)[1:]]
+    terms = clsd(_out(t_enc), _out(s_enc, cross))
+    sum(terms.values()).backward()
+    for blocks in (clsd.gc_teacher, clsd.gc_student, clsd.gc_cross):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in blocks[1].parameters() if p.dim() > 1)
+    assert all(c.grad is not None for c in cross) and all(s.grad is not None for s in s_enc)
+    assert all(t.grad is None for t in t_enc)  # the teacher's features are detached
+
+
+def _taps(feature_fill, logits, n=1, c=3, size=4):
+    return [DecoderTap(torch.full((n, c, size, size), float(feature_fill)), logits.clone())]
+
+
+def test_transition_mask_any_pixel_rule():
+    trimap = torch.zeros(1, 1, 8, 8)
+    trimap[..., 5, 2] = 0.5
+    r = transition_mask(trimap, (4, 4))
+    expected = torch.zeros(1, 1, 4, 4)
+    expected[..., 2, 1] = 1
+    assert torch.equal(r, expected)
+
+
+def test_attention_map_has_mean_one_and_sharpens_with_temperature():
+    logits = torch.randn(2, 1, 5, 5)
+    m = attention_map(logits, 0.5)
+    assert torch.allclose(m.mean(dim=(1, 2, 3)), torch.ones(2))
+    assert attention_map(logits, 0.1).max() > attention_map(logits, 1.0).max()
+
+
+def test_ald_hand_computed_and_ablations():
+    trimap = torch.zeros(1, 1, 4, 4)
+    trimap[..., :2, :] = 0.5  # 8 transition cells
+    flat = torch.zeros(1, 1, 4, 4)  # uniform attention: M = 1
+    teacher, student = _taps(1.0, flat), _taps(0.0, flat)
+    full = ald_loss(teacher, student, trimap, "ald", alpha=0.5, beta=0.1, temperature=0.5)
+    assert full["ald_f"].item() == pytest.approx(0.5 * 8 * 3)  # 8 cells x 3 channels x diff^2 = 1
+    assert full["ald_a"].item() == pytest.approx(0.0)
+    assert ald_loss(teacher, student, trimap, "ld", alpha=0.5)["ald_f"].item() == pytest.approx(12.0)
+    assert set(ald_loss(teacher, student, trimap, "ld")) == {"ald_f"}
+    assert set(ald_loss(teacher, student, trimap, "ald_f")) == {"ald_f"}
+    assert set(ald_loss(teacher, student, trimap, "ald_a")) == {"ald_a"}
+    assert ald_loss(teacher, student, trimap, "none") == {}
+    with pytest.raises(ValueError):
+        ald_loss(teacher, student, trimap, "bogus")
+
+
+def test_ald_attention_term_and_focus():
+    trimap = torch.full((1, 1, 4, 4), 0.5)
+    t_logits = torch.zeros(1, 1, 4, 4)
+    t_logits[..., 0, 0] = 5.0  # the teacher attends to one cell
+    s_logits = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    teacher, student = _taps(1.0, t_logits), _taps(0.0, s_logits)
+    terms = ald_loss(teacher, student, trimap, "ald", alpha=1.0, beta=1.0, temperature=0.5)
+    m_t = attention_map(t_logits, 0.5)
+    assert terms["ald_a"].item() == pytest.approx((m_t - 1.0).abs().sum().item(), rel=1e-5)
+    assert terms["ald_f"].item() == pytest.approx(3 * m_t.sum().item(), rel=1e-5)
+    terms["ald_a"].backward()
+    assert s_logits.grad is not None and s_logits.grad.abs().sum() > 0
+
+
+def test_no_transition_region_means_no_local_loss():
+    trimap = torch.ones(1, 1, 4, 4)
+    terms = ald_loss(_taps(1.0, torch.randn(1, 1, 4, 4)), _taps(0.0, torch.randn(1, 1, 4, 4)), trimap, "ald", 1.0, 1.0)
+    assert terms["ald_f"].item() == 0.0 and terms["ald_a"].item() == 0.0
