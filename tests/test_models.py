@@ -1,0 +1,158 @@
+"""Every network of `list_models()`: paper parameter counts, the forward contract, trimap rules,
+save/load without pickle, and the `ppid models` table."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from ppid import PpidError
+from ppid.cli import main
+from ppid.models import PAPER_PARAMS, build, count_parameters, list_models, load_model, save_model
+from ppid.models.common import CrossLayerConnectors
+
+SLOW_FORWARD = {"gca"}  # families whose 64x64 CPU forward + round trip takes more than 5 s
+
+
+def model_id(spec):
+    family, role, cross_layer = spec
+    return f"{family}-{'ppid' if cross_layer else role}"
+
+
+def with_marks(specs):
+    return [
+        pytest.param(*spec, id=model_id(spec), marks=[pytest.mark.slow] if spec[0] in SLOW_FORWARD else [])
+        for spec in specs
+    ]
+
+
+ALL = list_models()
+PLAIN = [s for s in ALL if not s[2]]
+FAMILIES = sorted({s[0] for s in ALL})
+
+
+def inputs(role, n=2, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(n, 3, size, size, generator=g)
+    trimap = torch.randint(0, 3, (n, 1, size, size), generator=g).float() / 2
+    return image, (trimap if role == "teacher" else None)
+
+
+def test_list_models_is_teacher_student_ppid_for_each_family():
+    assert ALL == [(f, r, c) for f in ("dim", "indexnet", "gca") for r, c in
+                   (("teacher", False), ("student", False), ("student", True))]
+
+
+@pytest.mark.parametrize("family,role,cross_layer", [pytest.param(*s, id=model_id(s)) for s in PLAIN])
+def test_plain_networks_within_two_percent_of_the_paper(family, role, cross_layer):
+    params = count_parameters(build(family, role, cross_layer=cross_layer))
+    paper = PAPER_PARAMS[family]["plain"]
+    assert abs(params / paper - 1) <= 0.02, f"{family} {role}: {params:,} vs paper {paper:,.0f}"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ppid_student_carries_connectors_on_top_of_the_plain_student(family):
+    plain = build(family, "student")
+    ppid = build(family, "student", cross_layer=True)
+    assert count_parameters(ppid) > count_parameters(plain)
+    # the extra parameters are exactly the connectors; everything else is the plain student
+    (name, connectors), = [(n, m) for n, m in ppid.named_modules() if isinstance(m, CrossLayerConnectors)]
+    assert count_parameters(ppid) - count_parameters(connectors) == count_parameters(plain)
+    assert set(plain.state_dict()) == {k for k in ppid.state_dict() if not k.startswith(name + ".")}
+
+
+@pytest.mark.parametrize("family,role,cross_layer", with_marks(ALL))
+def test_forward_contract_on_64x64(family, role, cross_layer):
+    torch.manual_seed(0)
+    model = build(family, role, cross_layer=cross_layer)
+    image, trimap = inputs(role)
+    with torch.no_grad():
+        out = model(image, trimap)
+    assert out.alpha.shape == out.alpha_logits.shape == (2, 1, 64, 64)
+    assert out.alpha.min() >= 0 and out.alpha.max() <= 1
+    torch.testing.assert_close(out.alpha, torch.sigmoid(out.alpha_logits))
+    assert len(out.enc) == 5
+    for f, stride in zip(out.enc, (2, 4, 8, 16, 32)):
+        assert f.shape[0] == 2 and f.shape[-2:] == (64 // stride, 64 // stride)
+    assert len(out.dec) == 2
+    for tap, stride in zip(out.dec, (4, 2)):
+        assert tap.logits.shape == (2, 1, 64 // stride, 64 // stride)
+        assert tap.feature.shape[0] == 2 and tap.feature.shape[-2:] == tap.logits.shape[-2:]
+    if cross_layer:
+        assert [c.shape for c in out.cross] == [f.shape for f in out.enc[1:]]
+    else:
+        assert out.cross == []
+
+
+@pytest.mark.parametrize("family,role,cross_layer", with_marks(ALL))
+def test_save_load_round_trip_is_bit_exact_and_pickle_free(tmp_path, family, role, cross_layer):
+    torch.manual_seed(0)
+    model = build(family, role, cross_layer=cross_layer)
+    image, trimap = inputs(role)
+    model.train()
+    with torch.no_grad():
+        model(image, trimap)  # moves the BN running statistics away from their initial values
+    model.eval()
+    path = tmp_path / "model.safetensors"
+    save_model(model, path)
+
+    with safe_open(str(path), framework="pt") as f:  # a safetensors file: header + raw tensors
+        assert json.loads(f.metadata()["ppid_build"])["family"] == family
+    stored = load_file(str(path))
+    assert stored.keys() == model.state_dict().keys()
+
+    loaded = load_model(path)
+    assert not loaded.training and loaded.build_args == model.build_args
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with torch.no_grad():
+        assert torch.equal(loaded(image, trimap).alpha, model(image, trimap).alpha)
+
+
+def test_loading_files_not_made_by_ppid_is_a_clear_error(tmp_path):
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(PpidError, match=r"foreign\.safetensors.*not saved by ppid"):
+        load_model(foreign)
+    pickled = tmp_path / "pickled.safetensors"
+    torch.save({"w": torch.zeros(2)}, pickled)
+    with pytest.raises(PpidError, match=r"pickled\.safetensors.*not a ppid model file"):
+        load_model(pickled)
+    with pytest.raises(PpidError, match=r"absent\.safetensors.*not found"):
+        load_model(tmp_path / "absent.safetensors")
+
+
+def test_build_rejects_unknown_family_and_role():
+    with pytest.raises(PpidError, match="unknown model family 'modnet'"):
+        build("modnet", "student")
+    with pytest.raises(PpidError, match="unknown role 'teachr'"):
+        build("dim", "teachr")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_teachers_need_a_trimap_and_students_refuse_one(family):
+    image, trimap = inputs("teacher", n=1, size=32)
+    with pytest.raises(PpidError, match="needs a trimap"):
+        build(family, "teacher")(image)
+    with pytest.raises(PpidError, match="takes no trimap"):
+        build(family, "student")(image, trimap)
+    with pytest.raises(PpidError, match="PPID students"):
+        build(family, "teacher", cross_layer=True)
+
+
+def test_ppid_models_command_prints_and_writes_the_table(tmp_path, capsys):
+    out = tmp_path / "params.json"
+    assert main(["models", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert [(r["family"], r["role"], r["cross_layer"]) for r in rows] == ALL
+    for row in rows:
+        model = build(row["family"], row["role"], cross_layer=row["cross_layer"])
+        assert row["params"] == count_parameters(model)
+        assert f"{row['params']:,}" in printed
+        if row["cross_layer"]:
+            assert row["within_tolerance"] is None and row["paper_params"] == PAPER_PARAMS[row["family"]]["ppid"]
+        else:
+            assert row["within_tolerance"] is True
