@@ -35,15 +35,14 @@ def _open(path):
     if path.is_dir():
         raise ImageReadError(f"{path}: is a folder, expected an image file")
     try:
-        img = Image.open(path)
-        img.load()
+        with Image.open(path) as img:
+            img.load()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageReadError(f"{path}: cannot read image ({err.__class__.__name__}: {err})") from None
     try:
-        img = ImageOps.exif_transpose(img)
+        return ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose the pixels
-        pass
-    return img
+        return img
 
 
 def _to_float(img, path):
@@ -85,17 +84,27 @@ def read_image(path, warn_alpha=True):
 def read_alpha(path):
     """Read an alpha matte as float32 HxW in [0, 1].
 
-    RGBA/LA files give their alpha channel; RGB files their luminance (grey mattes saved as RGB);
-    8- and 16-bit single-channel files their value.
+    RGBA/LA/transparent-palette files give their alpha channel, unless it is fully opaque over a
+    grey picture: that is a grey matte saved with a constant alpha channel, so its grey is the matte.
+    RGB files give their luminance (grey mattes saved as RGB); 8- and 16-bit single-channel files
+    their value.
     """
     img = _open(path)
-    if img.mode in ("RGBA", "LA", "PA"):
-        return np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
     if img.mode == "P":
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("L")
-        if img.mode == "RGBA":
-            return np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+    if img.mode in ("RGBA", "LA", "PA"):
+        channel = np.asarray(img.getchannel("A"))
+        if channel.min() == 255 and _is_grey(img):
+            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+        return channel.astype(np.float32) / 255.0
     return _to_float(img, path)
+
+
+def _is_grey(img):
+    if img.mode not in ("RGBA", "PA"):
+        return True  # LA: the colour band is grey by construction
+    rgb = np.asarray(img.convert("RGB"))
+    return bool((rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all())
 
 
 def read_trimap(path, tolerance=TRIMAP_TOLERANCE):
@@ -133,6 +142,15 @@ def to_uint8(x):
     return np.round(np.clip(x.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
@@ -141,8 +159,12 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Keep the real suffix last: writers that pick the format from it (or append one, as np.save
+    # does) must see the final name's suffix.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
+    # mkstemp creates the file private (0600); give it the mode a plain open() would.
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -159,9 +181,11 @@ def write_image(path, array):
     """
     path = Path(path)
     arr = to_uint8(array)
-    mode = {2: "L"}.get(arr.ndim) or {3: "RGB", 4: "RGBA", 1: "L"}[arr.shape[2]]
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
+    mode = {2: "L"}.get(arr.ndim) or (arr.ndim == 3 and {3: "RGB", 4: "RGBA"}.get(arr.shape[2]))
+    if not mode:
+        raise PpidError(f"{path}: cannot write an array of shape {arr.shape} (expected HxW, HxWx3 or HxWx4)")
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(path.suffix.lower(), "PNG")
     try:
         with atomic_path(path) as tmp:
@@ -171,13 +195,16 @@ def write_image(path, array):
 
 
 def list_images(folder):
-    """Map file stem -> path for the images directly inside `folder` (sorted by stem)."""
+    """Map file stem -> path for the images directly inside `folder` (sorted by stem).
+
+    Hidden files are skipped: macOS `._name.png` resource forks and our own unfinished atomic writes.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise PpidError(f"{folder}: folder not found")
     found = {}
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file():
             if p.stem in found:
                 raise PpidError(f"{folder}: two images share the name {p.stem!r} ({found[p.stem].name}, {p.name})")
             found[p.stem] = p
