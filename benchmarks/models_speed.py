@@ -122,11 +122,11 @@ def measure(spec, device, size, warmup, repeats):
     torch.manual_seed(0)
     model = build(family, role, cross_layer=cross_layer).eval()
     row = {"family": family, "role": role, "cross_layer": cross_layer, "params": count_parameters(model)}
+    inputs = make_inputs(role, size, "cpu")
+    rss_before = current_rss_mib()
+    row["macs"] = count_macs(model, *inputs)  # on CPU it doubles as the first warm-up
+    row["gmacs"] = round(row["macs"] / 1e9, 2)
     if device == "cpu":
-        inputs = make_inputs(role, size, "cpu")
-        rss_before = current_rss_mib()
-        row["macs"] = count_macs(model, *inputs)  # doubles as the first warm-up
-        row["gmacs"] = round(row["macs"] / 1e9, 2)
         times = time_cpu(model, inputs, warmup - 1, repeats)
         peak = peak_rss_mib()
         row["cpu_fp32"] = summary(times) | {
@@ -134,8 +134,6 @@ def measure(spec, device, size, warmup, repeats):
             "forward_extra_mib": None if rss_before is None else round(peak - rss_before, 1),
         }
     else:
-        row["macs"] = count_macs(model, *make_inputs(role, size, "cpu"))
-        row["gmacs"] = round(row["macs"] / 1e9, 2)
         torch.backends.cudnn.benchmark = True
         model = model.to("cuda", memory_format=torch.channels_last)
         inputs = make_inputs(role, size, "cuda", channels_last=True)
