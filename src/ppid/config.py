@@ -1,0 +1,155 @@
+"""Training configuration: plain nested values, every key declared in DEFAULTS.
+
+A YAML file overrides DEFAULTS; `base: other.yaml` (relative to the file) lets a variant start from
+another file; `--set section.key=value` overrides last (values parsed as YAML). An unknown key is
+an error, so a typo never silently trains the wrong thing.
+"""
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from . import PpidError
+
+DEFAULTS = {
+    "name": "run",
+    "mode": "teacher",  # teacher | student | ppid
+    "model": {
+        "family": "indexnet",  # dim | indexnet | gca
+        "backbone_weights": None,  # local torchvision-format .pth/.safetensors (ImageNet init)
+    },
+    "distill": {  # used by mode: ppid
+        "teacher": None,  # teacher weights (.safetensors from `ppid train` / save_model)
+        "semantic": "clsd",  # none | sd | clsd
+        "local": "ald",  # none | ld | ald | ald_f | ald_a
+        "lambda1": 0.2,  # Table 5
+        "lambda2": 1.0,
+        "alpha": 0.002,
+        "beta": 0.0002,
+        "gamma": 1.0,
+        "temperature": 0.5,
+        "gc_ratio": 2,
+        "reduction": "sum",  # CLSD squared error: sum over C,H,W (DESIGN.md) | mean
+    },
+    "data": {
+        "train_root": None,  # fg/alpha/bg dataset folder (synthetic, custom, Adobe, D646)
+        "layout": "auto",
+        "bg_dir": None,
+        "val_root": None,  # a built test set (merged/, alpha/, trimaps/, split.txt)
+        "val_max_items": None,
+        "size": 512,  # training crop size after resizing
+        "crop_sizes": [512, 640, 960],  # at size 512; scaled with size
+        "jitter": False,
+        "augmenter": "auto",  # auto (batch on CUDA, loader on CPU) | loader | batch
+        "workers": 2,
+        "bank_max_side": 1024,
+    },
+    "optim": {  # Section 4.2
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 0.0005,
+        "poly_power": 0.9,
+        "iterations": 50000,
+        "batch_size": 64,
+        "grad_clip": 0.0,  # 0 = off
+    },
+    "train": {
+        "device": "auto",  # auto | cpu | cuda
+        "amp": "bf16",  # bf16 | fp16 | none (CUDA only; CPU runs float32)
+        "channels_last": True,  # CUDA only
+        "seed": 0,
+        "log_every": 20,
+        "val_every": 1000,
+        "image_every": 1000,
+        "ckpt_every": 500,
+        "max_nonfinite": 5,  # abort after this many non-finite losses in a row
+        "out": None,  # default runs/<name>
+    },
+}
+
+MODES = ("teacher", "student", "ppid")
+
+
+def _merge(base, override, where):
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{where}.{key}" if where else key
+        if key not in base:
+            raise PpidError(f"unknown config key {path!r}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise PpidError(f"config key {path!r} must be a mapping")
+            out[key] = _merge(base[key], value, path)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path, seen=()):
+    path = Path(path)
+    if not path.is_file():
+        raise PpidError(f"{path}: config file not found")
+    if path.resolve() in seen:
+        raise PpidError(f"{path}: 'base' chain loops")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise PpidError(f"{path}: invalid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise PpidError(f"{path}: config must be a mapping")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    parent = _read_yaml(path.parent / base, seen + (path.resolve(),))
+    return _deep_update(parent, raw)
+
+
+def _deep_update(a, b):
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_set(items):
+    """['optim.lr=0.1', ...] -> nested dict (values parsed as YAML scalars/lists)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise PpidError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def load_config(path=None, overrides=None):
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        cfg = _merge(cfg, _read_yaml(path), "")
+    if overrides:
+        cfg = _merge(cfg, overrides if isinstance(overrides, dict) else parse_set(overrides), "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg):
+    if cfg["mode"] not in MODES:
+        raise PpidError(f"mode must be one of {MODES}, got {cfg['mode']!r}")
+    d = cfg["distill"]
+    if d["semantic"] not in ("none", "sd", "clsd"):
+        raise PpidError(f"distill.semantic must be none|sd|clsd, got {d['semantic']!r}")
+    if d["local"] not in ("none", "ld", "ald", "ald_f", "ald_a"):
+        raise PpidError(f"distill.local must be none|ld|ald|ald_f|ald_a, got {d['local']!r}")
+    if cfg["mode"] == "ppid" and not d["teacher"]:
+        raise PpidError("mode ppid needs distill.teacher (the trained teacher's weights file)")
+    if cfg["data"]["size"] % 32:
+        raise PpidError(f"data.size must be a multiple of 32, got {cfg['data']['size']}")
+    if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["iterations"] < 1:
+        raise PpidError("optim.batch_size and optim.iterations must be positive")
+    if cfg["train"]["amp"] not in ("bf16", "fp16", "none"):
+        raise PpidError(f"train.amp must be bf16|fp16|none, got {cfg['train']['amp']!r}")

@@ -1,0 +1,463 @@
+"""`ppid train`: one engine for teachers, baseline students and PPID students.
+
+Read top to bottom: config -> devices (DDP through torchrun) -> data -> models -> objective
+(L_alpha, + gamma * (L_CLSD + L_ALD) for PPID, eq. 18) -> SGD with poly decay -> the loop
+(non-finite guard, logging, image grids, validation, atomic checkpoints, resume).
+"""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from . import PpidError
+from .config import load_config, parse_set
+from .distill.ald import ald_loss
+from .distill.clsd import CLSD
+from .io import atomic_path, write_image
+from .losses import alpha_loss
+from .models import build, load_model, save_model
+
+CHECKPOINT = "checkpoint_last.pt"
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", type=Path, help="experiment YAML (see configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=0.05")
+    parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT", help=f"resume from CKPT (default: <out>/{CHECKPOINT})")
+    parser.add_argument("--out", type=Path, help="output folder (default: train.out or runs/<name>)")
+
+
+def run(args):
+    overrides = parse_set(args.set)
+    if args.out is not None:
+        overrides.setdefault("train", {})["out"] = str(args.out)
+    cfg = load_config(args.config, overrides)
+    train(cfg, resume=args.resume)
+    return 0
+
+
+# -- devices -----------------------------------------------------------------------------------
+def setup_devices(cfg):
+    """(rank, world, device). Under torchrun: one process per GPU (NCCL) or per CPU slot (gloo)."""
+    want = cfg["train"]["device"]
+    if want == "cuda" and not torch.cuda.is_available():
+        raise PpidError("train.device is cuda but no CUDA device is available")
+    use_cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    return rank, world, device
+
+
+# -- data --------------------------------------------------------------------------------------
+def make_batches(cfg, device, start_step, rank, world, generator_state=None):
+    """Yield (batch dict on device, batch generator) forever from start_step.
+
+    Loader path: sample k of step s is TrainDataset[s * B + rank * b + k] (deterministic by index),
+    so a resumed run sees exactly the batches the uninterrupted run would. Batch path: the whole
+    batch is augmented on the device by BatchAugmenter from a seeded generator whose state is
+    checkpointed.
+    """
+    from .data.augment import BatchAugmenter, TrainDataset, load_bank
+    from .data.datasets import find_source
+
+    d, o = cfg["data"], cfg["optim"]
+    if not d["train_root"]:
+        raise PpidError("data.train_root is not set (a dataset folder: fg/, alpha/, bg/)")
+    source = find_source(d["train_root"], layout=d["layout"], bg_dir=d["bg_dir"])
+    per_rank = o["batch_size"] // world
+    if per_rank < 1:
+        raise PpidError(f"optim.batch_size {o['batch_size']} is smaller than the number of processes {world}")
+    mode = d["augmenter"]
+    if mode == "auto":
+        mode = "batch" if device.type == "cuda" else "loader"
+    if mode == "batch":
+        bank = load_bank(source, device, max_side=d["bank_max_side"])
+        aug = BatchAugmenter(bank, d["size"], crop_sizes=d["crop_sizes"], jitter=d["jitter"])
+        gen = torch.Generator(device=device)
+        gen.manual_seed(cfg["train"]["seed"] * 1_000_003 + rank)
+        if generator_state is not None:
+            gen.set_state(generator_state)
+        while True:
+            yield aug.sample(per_rank, gen), gen
+    total = o["iterations"]
+    dataset = TrainDataset(
+        source, d["size"], crop_sizes=d["crop_sizes"], jitter=d["jitter"], seed=cfg["train"]["seed"],
+        length=total * o["batch_size"],
+    )
+    indices = [s * o["batch_size"] + rank * per_rank + k for s in range(start_step, total) for k in range(per_rank)]
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=per_rank,
+        sampler=indices,
+        num_workers=d["workers"],
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        # Its own generator: creating the iterator must not consume the global RNG (resume parity).
+        generator=torch.Generator().manual_seed(cfg["train"]["seed"]),
+        persistent_workers=False,
+    )
+    while True:
+        for batch in loader:
+            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, None
+
+
+# -- models and objective ------------------------------------------------------------------------
+def build_models(cfg, device):
+    """(model being trained, frozen teacher or None)."""
+    family, mode = cfg["model"]["family"], cfg["mode"]
+    role = "teacher" if mode == "teacher" else "student"
+    cross = mode == "ppid" and cfg["distill"]["semantic"] == "clsd"
+    model = build(family, role, cross_layer=cross, backbone_weights=cfg["model"]["backbone_weights"])
+    teacher = None
+    if mode == "ppid":
+        teacher = load_model(cfg["distill"]["teacher"], device=device)
+        args = teacher.build_args
+        if args["role"] != "teacher" or args["family"] != family:
+            raise PpidError(
+                f"{cfg['distill']['teacher']}: is a {args['family']} {args['role']}, expected a {family} teacher"
+            )
+        teacher.requires_grad_(False).eval()  # frozen: eval mode, no grad
+    return model.to(device), teacher
+
+
+class Objective(nn.Module):
+    """The trained parameters (model + auxiliary GC blocks) and the loss; DDP wraps this."""
+
+    def __init__(self, model, cfg, enc_channels=None):
+        super().__init__()
+        self.model = model
+        self.mode = cfg["mode"]
+        self.d = dict(cfg["distill"])
+        self.clsd = None
+        if self.mode == "ppid" and self.d["semantic"] != "none":
+            self.clsd = CLSD(
+                enc_channels, self.d["lambda1"], self.d["lambda2"], mode=self.d["semantic"],
+                gc_ratio=self.d["gc_ratio"], reduction=self.d["reduction"],
+            )
+
+    def forward(self, batch, teacher_out=None):
+        trimap = batch["trimap"] if self.mode == "teacher" else None
+        out = self.model(batch["image"], trimap)
+        terms = alpha_loss(out.alpha_logits, batch["alpha"], batch["trimap"])
+        total = terms["alpha"]
+        if self.mode == "ppid":
+            distill = {}
+            if self.clsd is not None:
+                distill.update(self.clsd(teacher_out, out))
+            distill.update(
+                ald_loss(teacher_out.dec, out.dec, batch["trimap"], self.d["local"], self.d["alpha"], self.d["beta"], self.d["temperature"])
+            )
+            terms.update(distill)
+            if distill:
+                terms["distill"] = sum(distill.values())
+                total = total + self.d["gamma"] * terms["distill"]
+        terms["total"] = total
+        return terms, out
+
+
+def poly_lambda(iterations, power):
+    return lambda step: max(0.0, 1.0 - step / iterations) ** power
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def save_checkpoint(path, state):
+    """Atomic: a crash or a full disk mid-write leaves the previous checkpoint intact."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path):
+    """weights_only=True: tensors, numbers, strings and containers only; no code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PpidError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise PpidError(f"{path}: cannot load checkpoint ({err.__class__.__name__}: {err})") from None
+
+
+# -- validation and pictures ---------------------------------------------------------------------
+@torch.no_grad()
+def predict_testset(model, testset, device, max_items=None, amp=None):
+    """Run a model over a built test set -> list of (name, pred, gt, trimap, group) NumPy rows.
+    Teachers get the trimap and are clamped on its known regions (as their originals);
+    students get RGB only and are never clamped."""
+    model.eval()
+    is_teacher = model.role == "teacher"
+    rows = []
+    for i, item in enumerate(testset):
+        if max_items is not None and i >= max_items:
+            break
+        image = torch.from_numpy(item["image"]).permute(2, 0, 1)[None].to(device)
+        trimap = None
+        if is_teacher:
+            if item["trimap"] is None:
+                raise PpidError(f"{item['name']}: the test set has no trimap for the teacher")
+            trimap = torch.from_numpy(item["trimap"].astype(np.float32) / 255.0)[None, None].to(device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            alpha = model(image, trimap).alpha.float()[0, 0].cpu().numpy()
+        if is_teacher:
+            alpha = np.where(item["trimap"] == 255, 1.0, np.where(item["trimap"] == 0, 0.0, alpha))
+        rows.append((item["name"], alpha, item["alpha"], item["trimap"], item["group"]))
+    return rows
+
+
+def validation_metrics(rows):
+    from .evaluate import evaluate_arrays
+
+    return evaluate_arrays(rows, region="both" if all(r[3] is not None for r in rows) else "whole")
+
+
+def save_grid(path, batch, out, teacher_out=None, n=4):
+    """Rows: image | trimap | gt | pred | teacher attention | student attention (stride-4 tap)."""
+    def grey(x):
+        return x.float().detach().cpu().expand(-1, 3, -1, -1)
+
+    def attention(o, size):
+        a = torch.sigmoid(o.dec[0].logits.float().detach())
+        return grey(nn.functional.interpolate(a, size=size, mode="nearest"))
+
+    size = batch["image"].shape[-2:]
+    cols = [batch["image"].float().cpu(), grey(batch["trimap"]), grey(batch["alpha"]), grey(out.alpha)]
+    if teacher_out is not None:
+        cols.append(attention(teacher_out, size))
+    cols.append(attention(out, size))
+    rows = torch.cat([torch.cat([c[i] for c in cols], dim=2) for i in range(min(n, cols[0].shape[0]))], dim=1)
+    write_image(path, rows.permute(1, 2, 0).clamp(0, 1).numpy())
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def train(cfg, resume=None):
+    rank, world, device = setup_devices(cfg)
+    is_main = rank == 0
+    t_cfg, o_cfg = cfg["train"], cfg["optim"]
+    out_dir = Path(t_cfg["out"] or Path("runs") / cfg["name"])
+    torch.manual_seed(t_cfg["seed"] + rank)
+    use_cuda = device.type == "cuda"
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t_cfg["amp"]) if use_cuda else None
+
+    model, teacher = build_models(cfg, device)
+    enc_channels = None
+    if teacher is not None:
+        probe = torch.zeros(1, 3, 64, 64, device=device)
+        with torch.no_grad():
+            enc_channels = [f.shape[1] for f in teacher(probe, torch.full((1, 1, 64, 64), 0.5, device=device)).enc]
+    objective = Objective(model, cfg, enc_channels).to(device)
+    if use_cuda and t_cfg["channels_last"]:
+        objective = objective.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        objective.parameters(), lr=o_cfg["lr"], momentum=o_cfg["momentum"], weight_decay=o_cfg["weight_decay"]
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(o_cfg["iterations"], o_cfg["poly_power"]))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+
+    start_step, best, gen_state, nonfinite = 0, None, None, 0
+    if resume:
+        ckpt = load_checkpoint(out_dir / CHECKPOINT if resume == "last" else resume)
+        objective.load_state_dict(ckpt["objective"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_step, best, nonfinite = ckpt["step"], ckpt.get("best"), ckpt.get("nonfinite", 0)
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if use_cuda and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+        gen_state = ckpt["rng"].get("batch")
+        if ckpt["config"] != cfg and is_main:
+            print("warning: resuming with a config that differs from the checkpoint's")
+
+    trained = objective
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if use_cuda else None)
+
+    testset = None
+    if cfg["data"]["val_root"]:
+        from .data.datasets import CompositeTestSet
+
+        testset = CompositeTestSet(cfg["data"]["val_root"])
+
+    logger = RunLogger(out_dir, cfg, enabled=is_main)
+    batches = make_batches(cfg, device, start_step, rank, world, gen_state)
+    iterations = o_cfg["iterations"]
+    progress = _progress(start_step, iterations, is_main)
+    tick, seen = time.perf_counter(), 0
+    gen = None
+
+    def checkpoint(step):
+        if not is_main:
+            return
+        state = {
+            "objective": objective.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "best": best,
+            "nonfinite": nonfinite,
+            "config": cfg,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if use_cuda else None,
+                "batch": gen.get_state() if gen is not None else None,
+            },
+        }
+        save_checkpoint(out_dir / CHECKPOINT, state)
+        save_model(model, out_dir / "model_last.safetensors")
+
+    for step in range(start_step, iterations):
+        batch, gen = next(batches)
+        objective.train()
+        if use_cuda and t_cfg["channels_last"]:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            teacher_out = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_out = teacher(batch["image"], batch["trimap"])
+            terms, out = trained(batch, teacher_out)
+        loss = terms["total"]
+        finite = torch.isfinite(loss)
+        if world > 1:  # every rank skips together, or DDP would desynchronise
+            flag = finite.float().to(device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag.bool()
+        optimizer.zero_grad(set_to_none=True)
+        if not bool(finite):
+            nonfinite += 1
+            logger.log({"event": "nonfinite_loss", "step": step, **_floats(terms)})
+            if nonfinite >= t_cfg["max_nonfinite"]:
+                checkpoint(step)
+                raise PpidError(
+                    f"loss was NaN/inf for {nonfinite} steps in a row (step {step}); last good state is in "
+                    f"{out_dir / CHECKPOINT}. Lower optim.lr or the distillation weights, or set optim.grad_clip"
+                )
+            scheduler.step()
+            continue
+        nonfinite = 0
+        scaler.scale(loss).backward()
+        if o_cfg["grad_clip"]:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(objective.parameters(), o_cfg["grad_clip"])
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        seen += batch["image"].shape[0] * world
+        done = step + 1
+
+        if done % t_cfg["log_every"] == 0 or done == iterations:
+            elapsed = time.perf_counter() - tick
+            record = {"step": done, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": seen / max(elapsed, 1e-9), **_floats(terms)}
+            if use_cuda:
+                record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            logger.log(record)
+            progress.set_postfix(loss=f"{record['total']:.4f}", lr=f"{record['lr']:.2e}")
+            tick, seen = time.perf_counter(), 0
+        if is_main and t_cfg["image_every"] and (done % t_cfg["image_every"] == 0 or done == iterations):
+            save_grid(out_dir / "images" / f"step_{done:07d}.png", batch, out, teacher_out)
+        if testset is not None and (done % t_cfg["val_every"] == 0 or done == iterations):
+            if is_main:
+                rows = predict_testset(model, testset, device, cfg["data"]["val_max_items"], amp)
+                summary = validation_metrics(rows)
+                sad = summary["whole"]["all"]["SAD"]
+                logger.log({"event": "validation", "step": done, "summary": summary})
+                if best is None or sad < best["SAD"]:
+                    best = {"step": done, "SAD": sad}
+                    save_model(model, out_dir / "model_best.safetensors")
+            if world > 1:
+                dist.barrier()
+        if done % t_cfg["ckpt_every"] == 0 or done == iterations:
+            checkpoint(done)
+        progress.update(1)
+    progress.close()
+
+    result = {"out": str(out_dir), "best": best, "steps": iterations}
+    if world > 1:
+        result["rank_param_checksums"] = _rank_checksums(objective, device, world)
+        result["ranks_in_sync"] = len(set(result["rank_param_checksums"])) == 1
+    logger.log({"event": "done", **result})
+    logger.close()
+    if world > 1:
+        dist.destroy_process_group()
+    return result
+
+
+def _floats(terms):
+    return {k: float(v) for k, v in terms.items()}
+
+
+def _rank_checksums(module, device, world):
+    """Each rank's parameter checksum, gathered: DDP replicas must hold identical weights."""
+    flat = torch.cat([p.detach().double().flatten() for p in module.parameters()])
+    value = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), device=flat.device, dtype=torch.float64).remainder(97)).sum()])
+    gathered = [torch.zeros_like(value) for _ in range(world)]
+    dist.all_gather(gathered, value.to(device))
+    return [f"{g[0].item():.10e}/{g[1].item():.10e}" for g in gathered]
+
+
+def _progress(start, total, enabled):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, desc="train", unit="it", dynamic_ncols=True)
+
+
+class RunLogger:
+    """JSONL (always), stdout via tqdm, TensorBoard when installed; rank 0 only."""
+
+    def __init__(self, out_dir, cfg, enabled=True):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(cfg, indent=2))
+        self.file = open(out_dir / "log.jsonl", "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tb"))
+        except Exception:  # tensorboard is optional ([tb] extra)
+            self.tb = None
+
+    def log(self, record):
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None and "step" in record:
+            for k, v in record.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, record["step"])
+        if record.get("event") in ("validation", "nonfinite_loss"):
+            from tqdm import tqdm
+
+            tqdm.write(json.dumps({k: v for k, v in record.items() if k != "summary"} | _short(record)))
+
+    def close(self):
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def _short(record):
+    s = record.get("summary")
+    if not s:
+        return {}
+    return {region: {m: round(v, 4) for m, v in groups["all"].items()} for region, groups in s.items() if isinstance(groups, dict) and "all" in groups}
