@@ -1,0 +1,284 @@
+"""`ppid evaluate`: SAD / MSE / Grad / Conn of predicted alpha folders, per group, paper-style.
+
+Predictions are paired with ground truth (and trimaps) by file stem; a Composition-1K test set
+built by `ppid data build-testset` has one GT alpha per composite, so stems are identical.
+Regions: "whole" (every pixel, the trimap-free protocol of Tables 1-3) and "transition"
+(trimap == 128, the Composition-1K protocol of Tables 4 and 6). Predictions are never clamped
+with a trimap, so a trimap-free student's score holds no privileged information.
+"""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from . import PpidError
+from .io import atomic_path, list_images, read_alpha, read_trimap
+from .metrics import CONN_STEP, GRAD_SIGMA, METRICS, REGIONS, UNITS, metrics_by_region
+
+ALL = "all"  # summary key of the whole-test-set row
+PAPER_GROUPS = ("transparent", "non-transparent")  # listed first, in the paper's order
+HEADERS = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn"}
+REGION_TITLES = {"whole": "whole image", "transition": "transition region (trimap == 128)"}
+_COMPOSITE_SUFFIX = re.compile(r"_\d+$")
+
+
+def resolve_regions(region, have_trimaps):
+    """'whole' | 'transition' | 'both' | None (both with trimaps, else whole) -> tuple of regions."""
+    if region is None:
+        region = "both" if have_trimaps else "whole"
+    if region == "both":
+        regions = REGIONS
+    elif region in REGIONS:
+        regions = (region,)
+    else:
+        raise PpidError(f"unknown region {region!r}; expected whole, transition or both")
+    if "transition" in regions and not have_trimaps:
+        raise PpidError(f"region {region!r} needs trimaps (--trimap DIR): the transition region is trimap == 128")
+    return regions
+
+
+def read_split(path):
+    """`name group` lines -> {name: group}; blank lines and '#' comments are skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise PpidError(f"{path}: cannot read split file ({err})") from None
+    groups = {}
+    for number, line in enumerate(lines, 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise PpidError(f"{path}:{number}: expected 'name group', got {line.strip()!r}")
+        name, group = fields
+        if groups.get(name, group) != group:
+            raise PpidError(f"{path}:{number}: {name!r} is listed in groups {groups[name]!r} and {group!r}")
+        groups[name] = group
+    return groups
+
+
+def group_of(name, split):
+    """Group of an image: its own entry, else that of its foreground (`<fg>_<k>` -> `<fg>`)."""
+    if name in split:
+        return split[name]
+    return split.get(_COMPOSITE_SUFFIX.sub("", name))
+
+
+def evaluate_arrays(items, region="whole"):
+    """Evaluate in-memory predictions: items of (name, pred, gt, trimap, group).
+
+    pred/gt: HxW uint8 or float in [0, 1] (NumPy or torch); trimap: uint8 0/128/255 (or float
+    {0, 0.5, 1}) or None; group: a split group or None. Returns (rows, summary) like
+    `evaluate_folders`.
+    """
+    items = [(name, pred, gt, trimap, group, name) for name, pred, gt, trimap, group in items]
+    have_trimaps = bool(items) and all(item[3] is not None for item in items)
+    return _evaluate(items, resolve_regions(region, have_trimaps))
+
+
+def evaluate_folders(pred_dir, gt_dir, trimap_dir=None, split=None, region=None, progress=False):
+    """Evaluate the predictions in `pred_dir` against `gt_dir` (and `trimap_dir`), by stem.
+
+    split: a `name group` file (or None); region: 'whole', 'transition', 'both' or None ('both'
+    with trimaps, else 'whole'). Returns (rows, summary): one row per image and region, and the
+    summary described in `summarize`.
+    """
+    regions = resolve_regions(region, trimap_dir is not None)
+    preds, gts = list_images(pred_dir), list_images(gt_dir)
+    if not gts:
+        raise PpidError(f"{gt_dir}: no ground-truth images")
+    _check_pairs(preds, pred_dir, gts, gt_dir)
+    trimaps = list_images(trimap_dir) if trimap_dir is not None else {}
+    if trimap_dir is not None:
+        missing = sorted(set(gts) - set(trimaps))
+        if missing:
+            raise PpidError(f"{trimap_dir}: no trimap for {_names(missing)}")
+    split_groups = read_split(split) if split is not None else None
+
+    def items():
+        for name, gt_path in gts.items():
+            group = None
+            if split_groups is not None:
+                group = group_of(name, split_groups)
+                if group is None:
+                    raise PpidError(f"{split}: no group for {name!r} (nor for its foreground)")
+            trimap = read_trimap(trimaps[name]) if name in trimaps else None
+            files = ", ".join(str(p) for p in (preds[name], gt_path, trimaps.get(name)) if p is not None)
+            yield name, read_alpha(preds[name]), read_alpha(gt_path), trimap, group, files
+
+    stream = items()
+    if progress:
+        from tqdm import tqdm
+
+        stream = tqdm(stream, total=len(gts), desc="evaluate", unit="img", disable=None)
+    return _evaluate(stream, regions)
+
+
+def _check_pairs(preds, pred_dir, gts, gt_dir):
+    missing, extra = sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
+    if missing:
+        raise PpidError(f"{pred_dir}: no prediction for {_names(missing)} (ground truth in {gt_dir})")
+    if extra:
+        raise PpidError(f"{gt_dir}: no ground truth for the predictions {_names(extra)} in {pred_dir}")
+
+
+def _names(names, shown=5):
+    return ", ".join(repr(n) for n in names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _evaluate(items, regions):
+    """items of (name, pred, gt, trimap, group, label); label names the image in errors."""
+    rows = []
+    for name, pred, gt, trimap, group, label in items:
+        try:
+            values = metrics_by_region(pred, gt, trimap, regions)
+        except PpidError as err:
+            raise PpidError(f"{label}: {err}") from None
+        if "transition" in regions and np.isnan(values["transition"]["mse"]):  # MATLAB's 0/0
+            raise PpidError(f"{label}: the trimap has no unknown (128) pixels, the transition region is empty")
+        for region in regions:
+            rows.append({"name": name, "group": group, "region": region, **values[region]})
+    if not rows:
+        raise PpidError("nothing to evaluate: no images")
+    return rows, summarize(rows, regions)
+
+
+def summarize(rows, regions):
+    """Per-region, per-group means of the per-image rows, with the protocol recorded.
+
+    {"protocol": {...}, "count": N, "groups": {group: n}, "results": {region: {group | "all":
+    {"count": n, "sad": mean, "mse": mean, "grad": mean, "conn": mean}}}}
+    """
+    results = {}
+    for region in regions:
+        by_group = {}
+        for row in rows:
+            if row["region"] == region:
+                if row["group"] is not None:
+                    by_group.setdefault(row["group"], []).append(row)
+                by_group.setdefault(ALL, []).append(row)
+        results[region] = {
+            group: {"count": len(members), **{m: float(np.mean([r[m] for r in members])) for m in METRICS}}
+            for group, members in _ordered(by_group).items()
+        }
+    counts = {g: r["count"] for g, r in results[regions[0]].items() if g != ALL}
+    return {
+        "protocol": {
+            "benchmark": "Deep Image Matting MATLAB evaluation (compute_*_loss.m), 8-bit mattes",
+            "regions": list(regions),
+            "clamping": "none",
+            "units": dict(UNITS),
+            "grad_sigma": GRAD_SIGMA,
+            "conn_step": CONN_STEP,
+        },
+        "count": results[regions[0]][ALL]["count"],
+        "groups": counts,
+        "results": results,
+    }
+
+
+def _ordered(by_group):
+    """Paper groups first, then other groups alphabetically, the whole test set last."""
+    others = sorted(g for g in by_group if g not in PAPER_GROUPS and g != ALL)
+    return {g: by_group[g] for g in (*PAPER_GROUPS, *others, ALL) if g in by_group}
+
+
+def _group_title(group):
+    return "Whole test set" if group == ALL else group[:1].upper() + group[1:]
+
+
+def _fmt(metric, value):
+    return f"{value:.4f}" if metric == "mse" else f"{value:.2f}"
+
+
+def _units_line(region, count):
+    return (f"Region: {REGION_TITLES[region]}; no trimap clamping; {count} images. "
+            "SAD, Grad, Conn: sums / 1000; MSE: mean (alpha in [0, 1]); lower is better.")
+
+
+def format_table(summary):
+    """The summary as text: per region, one row per group and one for the whole test set."""
+    blocks = []
+    for region, groups in summary["results"].items():
+        lines = [_units_line(region, summary["count"])]
+        width = max(len(_group_title(g)) for g in groups)
+        lines.append(f"{'Group':<{width}}  {'N':>5}" + "".join(f"  {HEADERS[m]:>8}" for m in METRICS))
+        for group, values in groups.items():
+            lines.append(f"{_group_title(group):<{width}}  {values['count']:>5}"
+                         + "".join(f"  {_fmt(m, values[m]):>8}" for m in METRICS))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def format_comparison(summaries):
+    """{model name: summary} -> the paper's layout: one row per model, per group SAD MSE Grad Conn.
+
+    Groups are the union over models (paper groups first, whole test set last); a model without
+    a group shows '-'. One block per region present in any summary.
+    """
+    regions = [r for r in REGIONS if any(r in s["results"] for s in summaries.values())]
+    blocks = []
+    for region in regions:
+        per_model = {name: s["results"].get(region, {}) for name, s in summaries.items()}
+        groups = list(_ordered({g: None for res in per_model.values() for g in res}))
+        width = max(len("Model"), *(len(name) for name in per_model))
+        cell = 8 * len(METRICS) + 2 * (len(METRICS) - 1)
+        counts = sorted({s["count"] for s in summaries.values()})
+        lines = [_units_line(region, "/".join(map(str, counts)))]
+        lines.append(f"{'':<{width}}" + "".join(f"  {_group_title(g):^{cell}}" for g in groups))
+        lines.append(f"{'Model':<{width}}" + "".join("  " + "  ".join(f"{HEADERS[m]:>8}" for m in METRICS) for _ in groups))
+        for name, res in per_model.items():
+            cells = []
+            for g in groups:
+                cells.append("  ".join(f"{_fmt(m, res[g][m]) if g in res else '-':>8}" for m in METRICS))
+            lines.append(f"{name:<{width}}" + "".join(f"  {c}" for c in cells))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def write_csv(rows, path):
+    """Per-image rows (name, group, region, sad, mse, grad, conn), written atomically."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["name", "group", "region", *METRICS])
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "group": row["group"] or ""})
+    except OSError as err:
+        raise PpidError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+def write_json(summary, path):
+    """The summary (protocol, counts, per-group means) as JSON, written atomically."""
+    try:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(summary, indent=2) + "\n")
+    except OSError as err:
+        raise PpidError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+def add_arguments(parser):
+    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted alpha mattes")
+    parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth alpha (paired by file stem)")
+    parser.add_argument("--trimap", type=Path, help="folder of trimaps (0/128/255) for the transition region")
+    parser.add_argument("--split", type=Path, help="'name group' file (groups e.g. transparent, non-transparent)")
+    parser.add_argument("--region", choices=("transition", "whole", "both"),
+                        help="evaluated pixels (default: both with --trimap, else whole)")
+    parser.add_argument("--csv", type=Path, help="write the per-image metrics here")
+    parser.add_argument("--json", type=Path, help="write the summary (protocol, counts, group means) here")
+
+
+def run(args):
+    rows, summary = evaluate_folders(args.pred, args.gt, args.trimap, args.split, args.region, progress=True)
+    print(format_table(summary))
+    if args.csv:
+        write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    if args.json:
+        write_json(summary, args.json)
+        print(f"wrote {args.json}")
+    return 0

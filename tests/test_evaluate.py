@@ -1,0 +1,194 @@
+"""`ppid evaluate` and its Python API on small generated folders."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from ppid import PpidError
+from ppid.cli import main
+from ppid.evaluate import evaluate_arrays, evaluate_folders, format_comparison, format_table, read_split
+from ppid.io import write_image
+from ppid.metrics import compute_metrics
+
+NAMES = ("glass_0", "glass_1", "hair_0", "hair_1")
+
+
+def matte(seed, shape=(24, 32)):
+    rng = np.random.default_rng(seed)
+    a = ndimage.gaussian_filter(rng.random(shape), 2)
+    a = np.clip((a - a.min()) / (a.max() - a.min()) * 1.6 - 0.3, 0, 1)
+    return np.round(a * 255).astype(np.uint8)
+
+
+def trimap_of(gt):
+    tri = np.full(gt.shape, 128, np.uint8)
+    tri[gt == 0] = 0
+    tri[gt == 255] = 255
+    return tri
+
+
+@pytest.fixture
+def testset(tmp_path):
+    """pred/, gt/, trimaps/ and split.txt (foreground names only) for four composites."""
+    data = {}
+    for i, name in enumerate(NAMES):
+        gt, pred = matte(i), matte(i + 10)
+        data[name] = (pred, gt, trimap_of(gt))
+        write_image(tmp_path / "pred" / f"{name}.png", pred)
+        write_image(tmp_path / "gt" / f"{name}.png", gt)
+        write_image(tmp_path / "trimaps" / f"{name}.png", trimap_of(gt))
+    (tmp_path / "split.txt").write_text("# fg group\nglass transparent\nhair non-transparent\n")
+    return tmp_path, data
+
+
+def test_folder_means_per_group_and_region(testset):
+    root, data = testset
+    rows, summary = evaluate_folders(root / "pred", root / "gt", root / "trimaps", root / "split.txt")
+    assert summary["protocol"]["regions"] == ["whole", "transition"]  # default with trimaps: both
+    assert summary["protocol"]["clamping"] == "none"
+    assert summary["count"] == 4 and summary["groups"] == {"transparent": 2, "non-transparent": 2}
+    assert len(rows) == 8
+    for region in ("whole", "transition"):
+        expected = {n: compute_metrics(*data[n], region=region) for n in NAMES}
+        res = summary["results"][region]
+        assert list(res) == ["transparent", "non-transparent", "all"]
+        for metric in ("sad", "mse", "grad", "conn"):
+            assert res["transparent"][metric] == pytest.approx(np.mean([expected[n][metric] for n in NAMES[:2]]))
+            assert res["all"][metric] == pytest.approx(np.mean([expected[n][metric] for n in NAMES]))
+        assert res["all"]["sad"] > 0
+    # Without trimaps the default is the whole image only, and no groups without a split.
+    rows, summary = evaluate_folders(root / "pred", root / "gt")
+    assert summary["protocol"]["regions"] == ["whole"] and list(summary["results"]["whole"]) == ["all"]
+    assert summary["results"]["whole"]["all"]["count"] == 4
+
+
+def test_sixteen_bit_gt_and_rgba_tif_predictions_read_like_8_bit(testset):
+    root, data = testset
+    _, reference = evaluate_folders(root / "pred", root / "gt")
+    for name, (pred, gt, _) in data.items():
+        (root / "gt" / f"{name}.png").unlink()
+        Image.fromarray(gt.astype(np.uint16) * 257).save(root / "gt" / f"{name}.png")  # 16-bit PNG
+        (root / "pred" / f"{name}.png").unlink()
+        rgba = np.dstack([np.full_like(pred, 77)] * 3 + [pred])
+        Image.fromarray(rgba, "RGBA").save(root / "pred" / f"{name}.tif")  # alpha in the 4th channel
+    _, summary = evaluate_folders(root / "pred", root / "gt")
+    assert summary == reference
+
+
+def test_evaluate_arrays_matches_folders_and_accepts_floats(testset):
+    root, data = testset
+    rows_f, summary_f = evaluate_folders(root / "pred", root / "gt", root / "trimaps", root / "split.txt", "both")
+    groups = read_split(root / "split.txt")
+    items = [(n, p / 255.0, g, t / 255.0, groups[n.rsplit("_", 1)[0]]) for n, (p, g, t) in data.items()]
+    rows, summary = evaluate_arrays(items, region="both")
+    assert summary == summary_f and rows == rows_f
+
+
+def test_cli_writes_table_csv_and_json(testset, capsys):
+    root, _ = testset
+    out_csv, out_json = root / "out" / "per_image.csv", root / "out" / "summary.json"
+    code = main(["evaluate", "--pred", str(root / "pred"), "--gt", str(root / "gt"), "--trimap", str(root / "trimaps"),
+                 "--split", str(root / "split.txt"), "--region", "transition", "--csv", str(out_csv), "--json", str(out_json)])
+    assert code == 0
+    table = capsys.readouterr().out
+    for text in ("Region: transition region (trimap == 128)", "no trimap clamping", "sums / 1000",
+                 "SAD", "MSE", "Grad", "Conn", "Transparent", "Non-transparent", "Whole test set"):
+        assert text in table
+    summary = json.loads(out_json.read_text())
+    assert summary["protocol"]["regions"] == ["transition"] and summary["count"] == 4
+    with open(out_csv) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == list(NAMES) and {r["region"] for r in rows} == {"transition"}
+    assert rows[0]["group"] == "transparent"
+    mean_sad = np.mean([float(r["sad"]) for r in rows])
+    assert summary["results"]["transition"]["all"]["sad"] == pytest.approx(mean_sad)
+    whole_row = next(line for line in table.splitlines() if line.startswith("Whole test set"))
+    assert whole_row.split()[3:5] == ["4", f"{mean_sad:.2f}"]
+
+
+def test_format_comparison_puts_models_in_rows():
+    gt = matte(1)
+    good = evaluate_arrays([("a_0", gt, gt, None, "transparent"), ("b_0", gt, gt, None, "non-transparent")])[1]
+    bad = evaluate_arrays([("a_0", 255 - gt, gt, None, "transparent")])[1]
+    text = format_comparison({"GCA-PPID": good, "GCA": bad})
+    lines = text.splitlines()
+    assert "Transparent" in lines[1] and "Non-transparent" in lines[1] and "Whole test set" in lines[1]
+    gca_ppid, gca = lines[3], lines[4]
+    assert gca_ppid.startswith("GCA-PPID") and gca_ppid.split()[1:5] == ["0.00", "0.0000", "0.00", "0.00"]
+    assert gca.startswith("GCA ") and gca.split()[5:9] == ["-", "-", "-", "-"]  # no non-transparent images
+    assert "Whole test set" in format_table(bad)
+
+
+def run_cli(capsys, *argv):
+    code = main(["evaluate", *map(str, argv)])
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_missing_pairs_and_size_mismatch_are_one_line_errors(testset, capsys):
+    root, _ = testset
+    (root / "pred" / "hair_1.png").rename(root / "pred" / "hair_9.png")
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt")
+    assert code == 2 and "no prediction for 'hair_1'" in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    (root / "pred" / "hair_9.png").rename(root / "pred" / "hair_1.png")
+
+    write_image(root / "pred" / "extra.png", matte(0))
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt")
+    assert code == 2 and "no ground truth for the predictions 'extra'" in err
+    (root / "pred" / "extra.png").unlink()
+
+    write_image(root / "pred" / "hair_0.png", matte(0, (24, 30)))
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt")
+    assert code == 2 and "hair_0.png" in err and "pred is 24x30 but gt is 24x32" in err
+
+
+def test_unreadable_files_and_bad_trimaps_are_named(testset, capsys):
+    root, data = testset
+    (root / "gt" / "glass_1.png").write_bytes(b"not a png")
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt")
+    assert code == 2 and "glass_1.png: cannot read image" in err and "Traceback" not in err
+    write_image(root / "gt" / "glass_1.png", data["glass_1"][1])
+
+    soft = data["hair_0"][2].copy()
+    soft[:4, :4] = 60
+    write_image(root / "trimaps" / "hair_0.png", soft)
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--trimap", root / "trimaps")
+    assert code == 2 and "hair_0.png" in err and "0/128/255" in err
+
+    write_image(root / "trimaps" / "hair_0.png", np.full_like(soft, 255))
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--trimap", root / "trimaps")
+    assert code == 2 and "hair_0.png" in err and "transition region is empty" in err
+    # The whole-image region does not need unknown pixels.
+    code, _ = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--trimap", root / "trimaps", "--region", "whole")
+    assert code == 0
+
+
+def test_region_and_split_errors(testset, capsys):
+    root, _ = testset
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--region", "transition")
+    assert code == 2 and "needs trimaps" in err
+
+    (root / "split.txt").write_text("glass transparent\n")
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--split", root / "split.txt")
+    assert code == 2 and "split.txt: no group for 'hair_0'" in err
+
+    (root / "split.txt").write_text("glass transparent\nhair\n")
+    with pytest.raises(PpidError, match=r"split.txt:2: expected 'name group'"):
+        read_split(root / "split.txt")
+    (root / "split.txt").write_text("glass transparent\nglass non-transparent\n")
+    with pytest.raises(PpidError, match=r"split.txt:2: 'glass' is listed in groups"):
+        read_split(root / "split.txt")
+
+
+def test_failed_run_keeps_previous_outputs(testset, capsys):
+    root, _ = testset
+    out_json = root / "summary.json"
+    out_json.write_text("previous")
+    (root / "gt" / "glass_0.png").write_bytes(b"broken")
+    code, _ = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--json", out_json)
+    assert code == 2 and out_json.read_text() == "previous"
