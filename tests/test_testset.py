@@ -144,3 +144,13 @@ def test_size_mismatch_is_named(tmp_path):
     put(src / "alpha" / "a.png", np.zeros((10, 10), np.uint8))
     with pytest.raises(PpidError, match=r"a.png: alpha is 10x10 but its foreground a.png is 32x24"):
         build_testset(src / "fg", src / "alpha", src / "bg", 1, tmp_path / "o")
+
+
+def test_fg_list_fixes_the_foreground_order_and_so_the_pairing(tmp_path):
+    src = dataset(tmp_path / "s")
+    (tmp_path / "fg_names.txt").write_text("hair.png\nglass\n")
+    out = tmp_path / "o"
+    build_testset(src / "fg", src / "alpha", src / "bg", 1, out, fg_list=tmp_path / "fg_names.txt")
+    # hair comes first, so it takes bg0 and glass bg1 (sorted order would give the reverse).
+    assert np.abs(np.subtract(bg_colour(out / "merged" / "hair_0.png"), BG_COLOURS["bg0"])).max() <= 2
+    assert np.abs(np.subtract(bg_colour(out / "merged" / "glass_0.png"), BG_COLOURS["bg1"])).max() <= 2

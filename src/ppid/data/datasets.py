@@ -214,7 +214,7 @@ def detect_layout(root):
         return "custom"
     raise PpidError(
         f"{root}: cannot tell the dataset layout (expected Combined_Dataset/ or Training_set/ for Adobe, "
-        "Train/FG for Distinctions-646, or fg/ + alpha/); see `ppid data check --help`"
+        "Train/FG or Test/FG for Distinctions-646, or fg/ + alpha/ for the custom layout)"
     )
 
 
