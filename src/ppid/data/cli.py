@@ -22,12 +22,14 @@ def add_arguments(parser):
     p = sub.add_parser("check", help="validate a dataset folder (Adobe, Distinctions-646 or custom layout)")
     p.add_argument("root", type=Path)
     p.add_argument("--layout", choices=("auto", "adobe", "d646", "custom"), default="auto")
+    p.add_argument("--bg", type=Path, help="background folder for the layout's bg list (Adobe: COCO/VOC images)")
 
     p = sub.add_parser("build-testset", help="Composition-1K protocol: each foreground over N backgrounds")
     p.add_argument("--fg", required=True, type=Path, help="foreground folder")
     p.add_argument("--alpha", required=True, type=Path, help="alpha folder (names match fg by stem)")
     p.add_argument("--bg", required=True, type=Path, help="background folder")
     p.add_argument("--bg-list", type=Path, help="background file names in order, one a line (Adobe test_bg_names.txt)")
+    p.add_argument("--fg-list", type=Path, help="foreground names in order (Adobe test_fg_names.txt; default sorted)")
     p.add_argument("--per-fg", type=int, default=20, help="backgrounds per foreground (default 20)")
     p.add_argument("--out", required=True, type=Path, help="output folder (merged/, alpha/, trimaps/, split.txt, checksums.txt)")
     p.add_argument("--split", type=Path, help="'name group' file for the foregrounds (default: <fg>/../split.txt if present)")
@@ -48,12 +50,12 @@ def run(args):
     if args.data_command == "check":
         from .datasets import check_dataset
 
-        report, n_errors = check_dataset(args.root, layout=args.layout)
+        report, n_errors = check_dataset(args.root, layout=args.layout, bg_dir=args.bg)
         print(report)
         return 1 if n_errors else 0
     if args.data_command == "build-testset":
         from .testset import build_testset
 
-        build_testset(args.fg, args.alpha, args.bg, args.per_fg, args.out, split=args.split, bg_list=args.bg_list)
+        build_testset(args.fg, args.alpha, args.bg, args.per_fg, args.out, split=args.split, bg_list=args.bg_list, fg_list=args.fg_list)
         return 0
     raise AssertionError(args.data_command)
