@@ -1,0 +1,334 @@
+"""Using a trained model on photos: the Python `Predictor` and `ppid predict`.
+
+    ppid predict --model student.safetensors photos/ extra.jpg "shots/*.png" --out cutouts
+    ppid predict --model teacher.safetensors img.png --trimap trimaps/ --out out --save alpha,rgba
+
+Output layout (one folder per kind, file names follow the input stems, always PNG):
+    OUT/alpha/NAME.png       8-bit grey alpha matte
+    OUT/rgba/NAME.png        cut-out: estimated foreground colours + alpha
+    OUT/fg/NAME.png          estimated foreground colours (opaque)
+    OUT/composite/NAME.png   foreground over --background
+
+The model sees the photo at full resolution (it pads to a multiple of 32 itself); `--max-side N`
+runs it on a copy whose longer side is N and upsamples the alpha. Foreground colours
+(`ppid.foreground`, blur-fusion) are estimated at full resolution on the model's device.
+"""
+
+import glob
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import PpidError
+from .data.compose import composite as compose
+from .foreground import estimate_foreground_torch
+from .io import IMAGE_EXTENSIONS, list_images, read_image, read_trimap, snap_trimap, write_image
+
+OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
+NAMED_COLOURS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0)}
+
+
+def resolve_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise PpidError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PpidError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def to_rgb_array(image, name="image"):
+    """PIL image, NumPy array (HxW / HxWx3 / HxWx4; uint8, uint16 or float in [0, 1]) or tensor
+    ((3, H, W) / (1, 3, H, W), float in [0, 1] or uint8) -> float32 HxWx3 RGB in [0, 1]."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.dim() != 3 or t.shape[0] != 3:
+            raise PpidError(f"{name}: tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}")
+        image = t.permute(1, 2, 0).numpy()
+    elif not isinstance(image, np.ndarray):  # PIL
+        from PIL import ImageOps
+
+        image = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise PpidError(f"{name}: expected HxW, HxWx3 or HxWx4, got shape {arr.shape}")
+    arr = arr[:, :, :3]
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0:
+        raise PpidError(f"{name}: float images must hold values in [0, 1] (got {arr.min():.3g}..{arr.max():.3g})")
+    return arr
+
+
+def parse_background(spec):
+    """'white' | 'black' | 'green' | '#RRGGBB' -> RGB floats; anything else is an image path."""
+    if isinstance(spec, str):
+        if spec.lower() in NAMED_COLOURS:
+            return NAMED_COLOURS[spec.lower()]
+        if spec.startswith("#"):
+            hexa = spec[1:]
+            if len(hexa) != 6 or any(c not in "0123456789abcdefABCDEF" for c in hexa):
+                raise PpidError(f"background {spec!r}: expected #RRGGBB")
+            return tuple(int(hexa[i: i + 2], 16) / 255.0 for i in (0, 2, 4))
+        path = Path(spec)
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise PpidError(f"background {spec!r}: not white, black, green, #RRGGBB or an image file")
+        return read_image(path)
+    if isinstance(spec, tuple) and len(spec) == 3:
+        return tuple(float(c) for c in spec)
+    return to_rgb_array(spec, "background")
+
+
+def background_tensor(background, height, width, device):
+    """(1, 3, H, W) background: a colour filled in, or an image stretched to the photo's size."""
+    if isinstance(background, tuple):
+        return torch.tensor(background, device=device, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, height, width)
+    bg = torch.from_numpy(np.ascontiguousarray(background)).permute(2, 0, 1)[None].to(device)
+    if bg.shape[-2:] != (height, width):
+        bg = F.interpolate(bg, (height, width), mode="bilinear", align_corners=False, antialias=True)
+    return bg.clamp(0.0, 1.0)
+
+
+class Predictor:
+    """A trained model ready for photos.
+
+        p = ppid.Predictor("student.safetensors", device="auto")
+        alpha = p.predict(photo)                    # float32 HxW in [0, 1]
+        rgba = p.cutout(photo)                      # float32 HxWx4: foreground colours + alpha
+        out = p.composite(photo, "#3366ff")         # float32 HxWx3 in [0, 1]
+
+    `photo` is a PIL image, a NumPy array (HxWx3 / HxW / HxWx4 uint8, uint16 or float in [0, 1]),
+    a tensor (3, H, W) in [0, 1] or a file path. Teachers also need `trimap=` (uint8 HxW with
+    0/128/255, or a path); their alpha is clamped to the trimap's known regions, as in the originals.
+    `precision` is "fp32", "fp16" (CUDA) or "bf16" (autocast); `max_side` caps the longer side the
+    model sees (the alpha is upsampled back).
+    """
+
+    def __init__(self, weights, device="auto", precision="fp32", max_side=None):
+        from .models import load_model
+
+        self.device = resolve_device(device)
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise PpidError(f"unknown precision {precision!r}; choose fp32, fp16 or bf16")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise PpidError("fp16 needs a CUDA device; use bf16 on CPU")
+        if max_side is not None and max_side < 32:
+            raise PpidError(f"max_side must be at least 32, got {max_side}")
+        self.precision = precision
+        self.max_side = max_side
+        self.model = load_model(weights, self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.needs_trimap = self.model.role == "teacher"
+
+    # -- tensors on the device ------------------------------------------------------------------
+    def _trimap_tensor(self, trimap, height, width):
+        if not self.needs_trimap:
+            if trimap is not None:
+                raise PpidError("this is a trimap-free student; it takes no trimap")
+            return None
+        if trimap is None:
+            raise PpidError("this is a teacher (trimap-based) model; give it a trimap")
+        if isinstance(trimap, (str, Path)):
+            tri = read_trimap(trimap)
+        else:
+            tri = np.asarray(trimap)
+            tri = snap_trimap(np.round(tri * 255) if tri.dtype.kind == "f" else tri, "trimap")
+        if tri.shape != (height, width):
+            raise PpidError(f"trimap is {tri.shape[1]}x{tri.shape[0]}, the image {width}x{height}")
+        return torch.from_numpy(tri).to(self.device).float().div_(255.0)[None, None]
+
+    def alpha_tensor(self, image, trimap=None):
+        """Alpha (1, 1, H, W) float32 on the device for image (1, 3, H, W) and trimap (1, 1, H, W)."""
+        h, w = image.shape[-2:]
+        x, t = image, trimap
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            x = F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=True)
+            t = None if t is None else F.interpolate(t, size, mode="nearest")
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            alpha = self.model(x, t).alpha.float()  # the feature taps are dropped right here
+        if alpha.shape[-2:] != (h, w):
+            alpha = F.interpolate(alpha, (h, w), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+        if trimap is not None:
+            alpha = torch.where(trimap == 0, 0.0, torch.where(trimap == 1, 1.0, alpha))
+        return alpha
+
+    def run(self, image, trimap=None):
+        """One model pass: (image, alpha, fg) tensors on the device, (1,3,H,W), (1,1,H,W), (1,3,H,W)."""
+        rgb = to_rgb_array(image)
+        h, w = rgb.shape[:2]
+        tri = self._trimap_tensor(trimap, h, w)
+        image_t = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device)
+        alpha_t = self.alpha_tensor(image_t, tri)
+        return image_t, alpha_t, estimate_foreground_torch(image_t, alpha_t)
+
+    # -- NumPy API ------------------------------------------------------------------------------
+    def predict(self, image, trimap=None):
+        """Alpha matte, float32 HxW in [0, 1]."""
+        rgb = to_rgb_array(image)
+        image_t = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device)
+        alpha = self.alpha_tensor(image_t, self._trimap_tensor(trimap, *rgb.shape[:2]))
+        return _numpy(alpha)
+
+    def cutout(self, image, trimap=None):
+        """RGBA cut-out, float32 HxWx4 in [0, 1]: estimated foreground colours and the alpha."""
+        _, alpha, fg = self.run(image, trimap)
+        return _numpy(torch.cat([fg, alpha], dim=1))
+
+    def composite(self, image, background="white", trimap=None):
+        """Estimated foreground over `background` (a colour name, '#RRGGBB', an RGB tuple in [0, 1],
+        an image path or array, stretched to the photo), float32 HxWx3 in [0, 1]."""
+        _, alpha, fg = self.run(image, trimap)
+        bg = background_tensor(parse_background(background), *alpha.shape[-2:], self.device)
+        return _numpy(compose(fg, bg, alpha))
+
+
+def _numpy(t):
+    """(1, C, H, W) tensor -> float32 HxW (C = 1) or HxWxC NumPy."""
+    arr = t[0].permute(1, 2, 0).float().cpu().numpy()
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def collect_inputs(specs):
+    """Files, folders (their images, not recursive) and glob patterns -> sorted unique paths.
+
+    Two inputs with the same stem would write the same output file: that is an error up front."""
+    paths = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            paths.extend(list_images(p).values())
+        elif p.exists():
+            paths.append(p)
+        elif glob.has_magic(spec):
+            matches = sorted(Path(m) for m in glob.glob(spec) if Path(m).suffix.lower() in IMAGE_EXTENSIONS)
+            if not matches:
+                raise PpidError(f"{spec}: no images match")
+            paths.extend(matches)
+        else:
+            raise PpidError(f"{spec}: no such file or folder")
+    unique = list(dict.fromkeys(paths))
+    by_stem = {}
+    for p in unique:
+        if p.stem in by_stem:
+            raise PpidError(f"{by_stem[p.stem]} and {p} would both write {p.stem}.png; rename one")
+        by_stem[p.stem] = p
+    if not unique:
+        raise PpidError("no input images")
+    return unique
+
+
+def add_arguments(parser):
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("--model", required=True, metavar="WEIGHTS", help="model file saved by ppid (.safetensors)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--trimap", metavar="FILE|DIR", help="teachers only: a trimap file (one input) or a folder of trimaps named like the inputs")
+    parser.add_argument("--save", default="alpha,rgba", help=f"comma-separated outputs among {','.join(OUTPUT_KINDS)} (default alpha,rgba)")
+    parser.add_argument("--background", metavar="COLOUR|IMAGE", help="white, black, green, #RRGGBB or an image file; implies composite (default white)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    parser.add_argument("--max-side", type=int, metavar="N", help="run the model on a copy whose longer side is at most N pixels and upsample the alpha (saves memory on large photos)")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_const", dest="precision", const="fp16", help="float16 autocast (CUDA)")
+    precision.add_argument("--bf16", action="store_const", dest="precision", const="bf16", help="bfloat16 autocast (CUDA or CPU)")
+
+
+def _parse_save(text, background):
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in OUTPUT_KINDS]
+    if unknown or not kinds:
+        raise PpidError(f"--save {text!r}: choose from {', '.join(OUTPUT_KINDS)}")
+    if background is not None and "composite" not in kinds:
+        kinds.append("composite")
+    return kinds
+
+
+def _trimap_lookup(spec, inputs):
+    """--trimap -> {input path: trimap path or None (missing)}."""
+    if spec is None:
+        return {p: None for p in inputs}
+    path = Path(spec)
+    if path.is_dir():
+        found = list_images(path)
+        return {p: found.get(p.stem) for p in inputs}
+    if len(inputs) != 1:
+        raise PpidError(f"--trimap {spec}: a single trimap file fits a single input; give a folder for {len(inputs)} inputs")
+    if not path.is_file():
+        raise PpidError(f"--trimap {spec}: no such file or folder")
+    return {inputs[0]: path}
+
+
+def run(args):
+    from tqdm import tqdm
+
+    kinds = _parse_save(args.save, args.background)
+    background = parse_background(args.background or "white") if "composite" in kinds else None
+    inputs = collect_inputs(args.inputs)
+    predictor = Predictor(args.model, device=args.device, precision=args.precision or "fp32", max_side=args.max_side)
+    if predictor.needs_trimap and args.trimap is None:
+        raise PpidError(f"{args.model}: is a teacher (trimap-based) model; pass --trimap FILE|DIR")
+    if not predictor.needs_trimap and args.trimap is not None:
+        raise PpidError(f"{args.model}: is a trimap-free student; drop --trimap")
+    trimaps = _trimap_lookup(args.trimap, inputs)
+
+    failed = 0
+    start = time.perf_counter()
+    bar = tqdm(inputs, unit="img", desc="predict", file=sys.stderr, disable=None)
+    for path in bar:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                image = read_image(path)
+            for w in caught:
+                bar.write(f"ppid predict: warning: {w.message}", file=sys.stderr)
+            if predictor.needs_trimap and trimaps[path] is None:
+                raise PpidError(f"{path}: no trimap named {path.stem}.* in {args.trimap}")
+            _write_outputs(predictor, path, image, trimaps[path], kinds, background, args.out)
+        except PpidError as err:
+            failed += 1
+            bar.write(f"ppid predict: error: {err}", file=sys.stderr)
+        except torch.cuda.OutOfMemoryError:
+            failed += 1
+            bar.write(f"ppid predict: error: {path}: out of memory; try --max-side 2048 or --bf16", file=sys.stderr)
+    seconds = time.perf_counter() - start
+    done = len(inputs) - failed
+    print(f"ppid predict: {done} of {len(inputs)} images in {seconds:.1f} s ({done / max(seconds, 1e-9):.2f} img/s) -> {args.out}", file=sys.stderr)
+    if failed:
+        print(f"ppid predict: {failed} image(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write_outputs(predictor, path, image, trimap, kinds, background, out):
+    image_t, alpha, fg = predictor.run(image, trimap)
+    arrays = {}
+    if "alpha" in kinds:
+        arrays["alpha"] = alpha
+    if "rgba" in kinds:
+        arrays["rgba"] = torch.cat([fg, alpha], dim=1)
+    if "fg" in kinds:
+        arrays["fg"] = fg
+    if "composite" in kinds:
+        arrays["composite"] = compose(fg, background_tensor(background, *alpha.shape[-2:], image_t.device), alpha)
+    for kind, tensor in arrays.items():
+        write_image(Path(out) / kind / f"{path.stem}.png", _numpy(tensor))

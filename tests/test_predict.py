@@ -1,0 +1,162 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ppid
+from ppid import PpidError
+from ppid.cli import main
+from ppid.io import read_alpha, read_image
+from ppid.models import build, save_model
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A freshly built IndexNet student and teacher (random weights) saved the way training saves."""
+    root = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    paths = {}
+    for role in ("student", "teacher"):
+        paths[role] = root / f"{role}.safetensors"
+        save_model(build("indexnet", role), paths[role])
+    return paths
+
+
+def _photo(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((h, w, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """PNG, EXIF-rotated JPEG, RGBA, grayscale, 16-bit grey and one corrupt file."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.fromarray(_photo(40, 56)).save(d / "plain.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    Image.fromarray(_photo(36, 52, 1)).save(d / "rotated.jpg", exif=exif)
+    Image.fromarray(np.dstack([_photo(40, 40, 2), np.full((40, 40), 128, np.uint8)]), "RGBA").save(d / "rgba.png")
+    Image.fromarray(_photo(33, 45, 3)[:, :, 0], "L").save(d / "grey.png")
+    Image.fromarray((np.random.default_rng(4).random((30, 50)) * 65535).astype(np.uint16)).save(d / "deep16.png")
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    return d
+
+
+def test_predict_cli_mixed_folder(weights, mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["predict", "--model", str(weights["student"]), str(mixed_folder), "--out", str(out),
+               "--save", "alpha,rgba,fg,composite", "--background", "#204080"])
+    err = capsys.readouterr().err
+    assert rc == 1  # one corrupt file: the rest is written, the exit status says something failed
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and "broken.png" in error_lines[0]
+    assert "rgba.png: has an alpha channel" in err
+    assert "5 of 6 images" in err
+
+    expected_sizes = {"plain": (40, 56), "rotated": (52, 36), "rgba": (40, 40), "grey": (33, 45), "deep16": (30, 50)}
+    for kind in ("alpha", "rgba", "fg", "composite"):
+        assert sorted(p.stem for p in (out / kind).iterdir()) == sorted(expected_sizes)
+    for name, size in expected_sizes.items():
+        alpha = read_alpha(out / "alpha" / f"{name}.png")
+        assert alpha.shape == size
+        rgba = np.asarray(Image.open(out / "rgba" / f"{name}.png"))
+        assert rgba.shape == size + (4,)
+        np.testing.assert_array_equal(rgba[:, :, 3], np.round(alpha * 255).astype(np.uint8))
+        # composite = F * alpha + B * (1 - alpha) with the requested colour, up to 8-bit rounding
+        fg = rgba[:, :, :3] / 255.0
+        bg = np.array([0x20, 0x40, 0x80]) / 255.0
+        expected = fg * alpha[..., None] + bg * (1 - alpha[..., None])
+        got = read_image(out / "composite" / f"{name}.png")
+        assert np.abs(got - expected).max() <= 2.5 / 255
+
+
+def test_predict_output_matches_python_api(weights, mixed_folder, tmp_path):
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(weights["student"]), str(mixed_folder / "plain.png"), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["alpha", "rgba"]
+    api = ppid.Predictor(weights["student"], device="cpu").predict(mixed_folder / "plain.png")
+    np.testing.assert_allclose(read_alpha(out / "alpha" / "plain.png"), api, atol=0.5 / 255 + 1e-6)
+
+
+def test_globs_and_duplicate_stems(weights, mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(weights["student"]), str(mixed_folder / "[pg]*.png"), "--out", str(out)]) == 0
+    assert sorted(p.stem for p in (out / "alpha").iterdir()) == ["grey", "plain"]
+    (tmp_path / "other").mkdir()
+    Image.fromarray(_photo(8, 8)).save(tmp_path / "other" / "plain.jpg")
+    rc = main(["predict", "--model", str(weights["student"]), str(mixed_folder), str(tmp_path / "other"), "--out", str(tmp_path / "o2")])
+    assert rc == 2 and "would both write plain.png" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_teacher_needs_trimap_and_is_clamped(weights, tmp_path, capsys):
+    photos, trimaps = tmp_path / "photos", tmp_path / "trimaps"
+    photos.mkdir(), trimaps.mkdir()
+    Image.fromarray(_photo(48, 64)).save(photos / "a.png")
+    Image.fromarray(_photo(40, 40, 1)).save(photos / "b.png")  # no trimap for b
+    tri = np.full((48, 64), 128, np.uint8)
+    tri[:, :16], tri[:, -16:] = 0, 255
+    Image.fromarray(tri).save(trimaps / "a.png")
+
+    rc = main(["predict", "--model", str(weights["teacher"]), str(photos), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--trimap" in capsys.readouterr().err
+
+    rc = main(["predict", "--model", str(weights["teacher"]), str(photos), "--out", str(tmp_path / "o"), "--trimap", str(trimaps)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "b.png: no trimap" in err
+    alpha = read_alpha(tmp_path / "o" / "alpha" / "a.png")
+    assert (alpha[:, :16] == 0).all() and (alpha[:, -16:] == 1).all()
+
+    rc = main(["predict", "--model", str(weights["student"]), str(photos), "--out", str(tmp_path / "o"), "--trimap", str(trimaps)])
+    assert rc == 2 and "drop --trimap" in capsys.readouterr().err
+
+
+def test_predictor_accepts_pil_numpy_and_tensors(weights):
+    p = ppid.Predictor(weights["student"], device="cpu")
+    photo = _photo(37, 51)
+    ref = p.predict(photo)
+    assert ref.shape == (37, 51) and ref.dtype == np.float32 and 0 <= ref.min() and ref.max() <= 1
+    np.testing.assert_allclose(p.predict(Image.fromarray(photo)), ref, atol=1e-6)
+    np.testing.assert_allclose(p.predict(photo / 255.0), ref, atol=1e-5)
+    np.testing.assert_allclose(p.predict(torch.from_numpy(photo).permute(2, 0, 1) / 255.0), ref, atol=1e-5)
+
+    rgba = p.cutout(photo)
+    assert rgba.shape == (37, 51, 4) and rgba.dtype == np.float32
+    np.testing.assert_allclose(rgba[:, :, 3], ref, atol=1e-6)
+    comp = p.composite(photo, (0.0, 0.0, 1.0))
+    expected = rgba[:, :, :3] * ref[..., None] + np.array([0, 0, 1.0]) * (1 - ref[..., None])
+    np.testing.assert_allclose(comp, expected, atol=1e-5)
+    # an image background is stretched to the photo
+    comp_img = p.composite(photo, np.zeros((10, 10, 3), np.float32))
+    np.testing.assert_allclose(comp_img, rgba[:, :, :3] * ref[..., None], atol=1e-5)
+
+    with pytest.raises(PpidError, match=r"\[0, 1\]"):
+        p.predict(photo.astype(np.float32))  # 0..255 floats
+    with pytest.raises(PpidError, match="takes no trimap"):
+        p.predict(photo, trimap=np.zeros((37, 51), np.uint8))
+    with pytest.raises(PpidError, match="fp16 needs a CUDA"):
+        ppid.Predictor(weights["student"], device="cpu", precision="fp16")
+
+
+def test_max_side_and_bf16(weights):
+    photo = _photo(90, 130)
+    full = ppid.Predictor(weights["student"], device="cpu")
+    small = ppid.Predictor(weights["student"], device="cpu", max_side=64)
+    alpha = small.predict(photo)
+    assert alpha.shape == (90, 130)
+    assert not np.allclose(alpha, full.predict(photo), atol=1e-4)  # it really ran at a lower size
+    bf16 = ppid.Predictor(weights["student"], device="cpu", precision="bf16").predict(photo)
+    assert bf16.dtype == np.float32 and np.abs(bf16 - full.predict(photo)).mean() < 0.05
+
+
+def test_bad_arguments_fail_before_writing(weights, mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["predict", "--model", str(weights["student"]), str(mixed_folder / "plain.png"), "--out", str(out)]
+    assert main(base + ["--save", "alpha,mask"]) == 2
+    assert main(base + ["--background", "#12345"]) == 2
+    assert main(base + ["--background", str(tmp_path / "missing.png")]) == 2
+    assert main(["predict", "--model", str(tmp_path / "nope.safetensors"), str(mixed_folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "mask" in err and "#12345" in err and "missing.png" in err and "nope.safetensors" in err
+    assert not out.exists()
