@@ -1,0 +1,572 @@
+"""`ppid data synth`: the seeded procedural matting benchmark that ships with ppid (no download).
+
+It exercises what the paper is about: hard foregrounds that break trimap-free models (chromaless,
+low-texture, thin, transmissive), split into the paper's two groups:
+
+- non-transparent: ``solid`` irregular shapes, ``hair`` (hundreds of tapered curved strands),
+  ``cobweb`` and ``mesh`` (thin threads), ``holes`` (irregular shapes with cut-outs);
+- transparent: ``glass`` (tinted, highly transmissive body, opaque rim, highlights), ``smoke``
+  (volumetric density) and ``veil`` (woven, folded fabric).
+
+Alpha is area coverage, never a blurred mask: shape edges use analytic distance-to-edge
+antialiasing (coverage = clip(0.5 - signed distance)), threads and strands the exact overlap of a
+pixel with a line of sub-pixel width. Foreground colour is a smooth field defined on every pixel,
+also where alpha is 0, as in Adobe's fg images. Every sample is seeded from (seed, index) alone, so
+the bytes do not depend on the number of worker processes.
+"""
+
+import colorsys
+import json
+import math
+import os
+import time
+from multiprocessing import Pool
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .. import PpidError
+from ..io import atomic_path, list_images, read_image, write_image
+
+# Bump whenever a change alters any output byte: same seed + same version = identical files.
+SYNTH_VERSION = 1
+
+# Kinds cycle by sample index so any two consecutive samples cover both groups.
+KINDS = ("hair", "glass", "solid", "smoke", "cobweb", "veil", "holes", "mesh")
+TRANSPARENT_KINDS = frozenset({"glass", "smoke", "veil"})
+MIN_SIZE = 32
+MAX_SIZE = 8192
+WORKERS = 2
+
+# Independent random streams per (seed, stream, index).
+_FG_STREAM, _BG_STREAM, _PALETTE_STREAM = 0, 1, 2
+
+
+def group_of(kind):
+    return "transparent" if kind in TRANSPARENT_KINDS else "non-transparent"
+
+
+def _rng(seed, stream, index):
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Fields: noise, colours, coverage
+
+
+def _upsample(grid, h, w):
+    """Bicubic upsampling of a small float grid to HxW (PIL 'F' mode: fast and deterministic)."""
+    return np.asarray(Image.fromarray(grid.astype(np.float32), "F").resize((w, h), Image.BICUBIC))
+
+
+def _noise(rng, h, w, cells, octaves=4, persistence=0.5):
+    """Fractal value noise in [0, 1]: `cells` grid cells across the longer side at the first octave."""
+    total = np.zeros((h, w), np.float32)
+    amp = 1.0
+    for o in range(octaves):
+        n = cells * 2**o
+        grid = rng.random((max(2, round(n * h / max(h, w))) + 1, max(2, round(n * w / max(h, w))) + 1))
+        total += amp * _upsample(grid, h, w)
+        amp *= persistence
+    lo, hi = total.min(), total.max()
+    return (total - lo) / max(hi - lo, 1e-6)
+
+
+def _coverage(distance):
+    """Pixel coverage from the signed distance (pixels, negative inside) to a straight edge."""
+    return np.clip(0.5 - distance, 0.0, 1.0)
+
+
+def _line_coverage(distance, width):
+    """Exact overlap of a unit pixel with a line of `width` px whose centre is `distance` px away."""
+    return np.clip(np.minimum(0.5, distance + width / 2) - np.maximum(-0.5, distance - width / 2), 0.0, 1.0)
+
+
+class Palette(NamedTuple):
+    colour: np.ndarray  # RGB in [0, 1]
+    chromaless: bool
+
+
+def _palette(seed, index):
+    """The main colour of foreground `index` (its own stream, so the background matched to it can
+    reuse it): half chromaless (grey/white, as in the paper's hard cases), half coloured."""
+    rng = _rng(seed, _PALETTE_STREAM, index)
+    if rng.random() < 0.5:
+        grey = rng.uniform(0.35, 0.97)
+        tint = rng.normal(0.0, 0.012, 3)
+        return Palette(np.clip(grey + tint, 0, 1), True)
+    return Palette(_hsv(rng.random(), rng.uniform(0.2, 0.8), rng.uniform(0.3, 0.95)), False)
+
+
+def _hsv(h, s, v):
+    return np.array(colorsys.hsv_to_rgb(h, s, v), np.float64)
+
+
+def _surface(rng, colour, h, w, texture):
+    """A colour field: `colour` with luminance texture of amplitude `texture` (low-texture when
+    small) and a slight hue drift, defined on every pixel."""
+    lum = (_noise(rng, h, w, rng.uniform(3, 10)) - 0.5) * texture
+    drift = (_noise(rng, h, w, 2, octaves=2)[..., None] - 0.5) * rng.normal(0, 0.04, 3)
+    return np.clip(np.asarray(colour, np.float32) + lum[..., None] + drift, 0.0, 1.0).astype(np.float32)
+
+
+def _lerp(a, b, t):
+    return a + (b - a) * t[..., None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry: irregular star-shaped blobs and strands
+
+
+class Blob(NamedTuple):
+    """A star-shaped region r(theta) = radius * (1 + sum_k a_k cos(k theta + phi_k))."""
+
+    cy: float
+    cx: float
+    radius: float
+    k: np.ndarray
+    amp: np.ndarray
+    phase: np.ndarray
+
+    @staticmethod
+    def random(rng, cy, cx, radius, roughness, harmonics=7):
+        k = np.arange(2, 2 + harmonics)
+        amp = rng.uniform(0, roughness, harmonics) / k
+        return Blob(cy, cx, radius, k, amp, rng.uniform(0, 2 * np.pi, harmonics))
+
+    def radius_at(self, theta):
+        waves = self.amp * np.cos(self.k * np.asarray(theta)[..., None] + self.phase)
+        return self.radius * (1 + waves.sum(-1))
+
+    def distance(self, yy, xx):
+        """Signed distance in pixels (negative inside), first order: f / |grad f| with
+        f = rho - r(theta), |grad f| = sqrt(1 + (r'(theta) / rho)^2)."""
+        dy, dx = yy - self.cy, xx - self.cx
+        rho = np.hypot(dy, dx)
+        theta = np.arctan2(dy, dx)
+        phase = self.k * theta[..., None] + self.phase
+        r = self.radius * (1 + (self.amp * np.cos(phase)).sum(-1))
+        dr = -self.radius * (self.amp * self.k * np.sin(phase)).sum(-1)
+        return ((rho - r) / np.sqrt(1 + (dr / np.maximum(rho, 1e-3)) ** 2)).astype(np.float32)
+
+
+_PATCH = np.stack(np.meshgrid(np.arange(-2, 4), np.arange(-2, 4), indexing="ij"), -1).reshape(-1, 2)
+
+
+def _strands(points, widths, h, w):
+    """Coverage of polylines `points` (S, K, 2 as y, x; segments <= 2 px long) with per-segment
+    `widths` (S, K-1; <= 1.5 px, 0 = absent).
+
+    Each pixel belongs to the segment it projects onto (t in [0, 1)), so a strand never counts a
+    pixel twice; strands combine as independent occluders, alpha = 1 - prod(1 - c)."""
+    a = points[:, :-1].reshape(-1, 2).astype(np.float32)
+    b = points[:, 1:].reshape(-1, 2).astype(np.float32)
+    width = widths.reshape(-1).astype(np.float32)
+    keep = width > 0
+    a, b, width = a[keep], b[keep], width[keep]
+    pix = np.floor((a + b) / 2).astype(np.int64)[:, None, :] + _PATCH  # (N, 36, 2)
+    seg = (b - a)[:, None, :]
+    length2 = np.maximum((seg**2).sum(-1), 1e-6)
+    rel = pix - a[:, None, :]
+    t = (rel * seg).sum(-1) / length2
+    dist = np.abs(rel[..., 0] * seg[..., 1] - rel[..., 1] * seg[..., 0]) / np.sqrt(length2)
+    cov = _line_coverage(dist, width[:, None])
+    ok = (t >= 0) & (t < 1) & (cov > 0) & (pix[..., 0] >= 0) & (pix[..., 0] < h) & (pix[..., 1] >= 0) & (pix[..., 1] < w)
+    flat = pix[..., 0][ok] * w + pix[..., 1][ok]
+    log_clear = np.bincount(flat, weights=np.log1p(-np.minimum(cov[ok], 1 - 1e-6)), minlength=h * w)
+    return (1 - np.exp(log_clear)).reshape(h, w).astype(np.float32)
+
+
+def _resample(polyline, step=1.5):
+    """Points at equal arc length `step` along a polyline (M, 2)."""
+    along = np.concatenate([[0], np.cumsum(np.hypot(*np.diff(polyline, axis=0).T))])
+    s = np.arange(0, along[-1] + 1e-6, step)
+    return np.stack([np.interp(s, along, polyline[:, 0]), np.interp(s, along, polyline[:, 1])], -1)
+
+
+def _threads(polylines, widths, h, w):
+    """Coverage of a list of polylines with one width each (padded into one strand batch)."""
+    lines = [_resample(p) for p in polylines]
+    k = max(len(p) for p in lines)
+    points = np.zeros((len(lines), k, 2), np.float32)
+    seg_w = np.zeros((len(lines), k - 1), np.float32)
+    for i, (p, wd) in enumerate(zip(lines, widths)):
+        points[i, : len(p)] = p
+        points[i, len(p) :] = p[-1]
+        seg_w[i, : len(p) - 1] = wd
+    return _strands(points, seg_w, h, w)
+
+
+# ----------------------------------------------------------------------------------------------
+# Foreground kinds: each returns (fg HxWx3, alpha HxW), float32
+
+
+class Canvas(NamedTuple):
+    h: int
+    w: int
+    yy: np.ndarray
+    xx: np.ndarray
+    scale: float  # min(h, w): shapes scale with the image, strand widths stay in pixels
+
+    @staticmethod
+    def of(h, w):
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        return Canvas(h, w, yy, xx, float(min(h, w)))
+
+    def centre(self, rng, spread=0.12):
+        return self.h / 2 + rng.normal(0, spread) * self.h, self.w / 2 + rng.normal(0, spread) * self.w
+
+
+def _fg_solid(rng, cv, pal):
+    cy, cx = cv.centre(rng)
+    blobs = [Blob.random(rng, cy, cx, cv.scale * rng.uniform(0.18, 0.3), rng.uniform(0.2, 0.8))]
+    for _ in range(rng.integers(0, 3)):
+        oy, ox = rng.normal(0, 0.15 * cv.scale, 2)
+        blobs.append(Blob.random(rng, cy + oy, cx + ox, cv.scale * rng.uniform(0.08, 0.18), rng.uniform(0.2, 1.0)))
+    dist = np.min([b.distance(cv.yy, cv.xx) for b in blobs], axis=0)
+    return _shaded_body(rng, cv, pal, dist), _coverage(dist)
+
+
+def _shaded_body(rng, cv, pal, dist):
+    """An object's colour: its texture, lit from one side, a little darker towards the outline."""
+    fg = _surface(rng, pal.colour, cv.h, cv.w, rng.choice([0.03, 0.12]))
+    angle = rng.uniform(0, 2 * np.pi)
+    light = 0.9 + 0.2 * ((np.cos(angle) * cv.xx + np.sin(angle) * cv.yy) / cv.scale - 0.5)
+    rim = 1 - 0.15 * np.exp(np.minimum(dist, 0) / (0.05 * cv.scale))
+    return np.clip(fg * (light * rim)[..., None], 0, 1)
+
+
+def _fg_holes(rng, cv, pal):
+    cy, cx = cv.centre(rng, 0.05)
+    body = Blob.random(rng, cy, cx, cv.scale * rng.uniform(0.28, 0.38), rng.uniform(0.1, 0.5))
+    dist = body.distance(cv.yy, cv.xx)
+    for _ in range(rng.integers(3, 9)):
+        r = body.radius * rng.uniform(0.1, 0.35)
+        theta, rho = rng.uniform(0, 2 * np.pi), body.radius * np.sqrt(rng.uniform(0, 0.8))
+        hole = Blob.random(rng, cy + rho * np.sin(theta), cx + rho * np.cos(theta), r, rng.uniform(0, 0.6), 4)
+        dist = np.maximum(dist, -hole.distance(cv.yy, cv.xx))
+    return _shaded_body(rng, cv, pal, dist), _coverage(dist)
+
+
+def _fg_hair(rng, cv, pal):
+    """An opaque body with hair/fur: tapered strands (0.3-1.3 px at the root) grown from its outline
+    by a smooth random walk of the heading, combed towards a common flow direction."""
+    cy, cx = cv.centre(rng, 0.06)
+    body = Blob.random(rng, cy, cx, cv.scale * rng.uniform(0.14, 0.22), rng.uniform(0.1, 0.4))
+    n = int(cv.scale * rng.uniform(0.6, 1.2))
+    step, max_len = 1.5, cv.scale * rng.uniform(0.12, 0.3)
+    k = max(2, int(max_len / step))
+    theta = rng.uniform(0, 2 * np.pi, n)
+    root_r = body.radius_at(theta) * (1 - rng.uniform(0.02, 0.1, n))
+    roots = np.stack([cy + root_r * np.sin(theta), cx + root_r * np.cos(theta)], -1)
+    flow, comb = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.8)
+    heading0 = np.arctan2(np.sin(theta) + comb * np.sin(flow), np.cos(theta) + comb * np.cos(flow))
+    curl = rng.uniform(0.005, 0.04) * rng.choice([-1, 1], n)[:, None]
+    heading = heading0[:, None] + rng.normal(0, 0.2, (n, 1)) + np.cumsum(rng.normal(0, 0.04, (n, k)) + curl, axis=1)
+    steps = step * np.stack([np.sin(heading), np.cos(heading)], -1)
+    points = np.concatenate([roots[:, None], roots[:, None] + np.cumsum(steps, axis=1)], axis=1)
+    along = np.arange(k) * step / (max_len * rng.uniform(0.3, 1.0, (n, 1)))  # 0 at root, 1 at tip
+    widths = np.where(along < 1, rng.uniform(0.3, 1.3, (n, 1)) * (1 - 0.85 * along), 0)
+    dist = body.distance(cv.yy, cv.xx)
+    alpha = 1 - (1 - _coverage(dist)) * (1 - _strands(points, widths, cv.h, cv.w))
+    # Colour: body colour at the roots fading to a lighter or darker tip colour, everywhere.
+    tip = np.clip(pal.colour * rng.uniform(0.6, 1.4) + rng.normal(0, 0.03, 3), 0, 1)
+    out = np.clip(np.maximum(dist, 0) / max_len, 0, 1)
+    fg = _lerp(_surface(rng, pal.colour, cv.h, cv.w, 0.08), tip.astype(np.float32), out)
+    return fg.astype(np.float32), alpha
+
+
+def _thread_colour(rng, cv, pal):
+    return _surface(rng, pal.colour, cv.h, cv.w, 0.05)
+
+
+def _fg_cobweb(rng, cv, pal):
+    """Radial spokes and a spiral of 0.4-1.2 px threads, sagging slightly between spokes."""
+    cy, cx = cv.centre(rng, 0.05)
+    reach = cv.scale * rng.uniform(0.3, 0.45)
+    n_spokes = int(rng.integers(9, 17))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n_spokes))
+    lines = []
+    for a in angles:
+        r = np.linspace(0, reach * rng.uniform(0.8, 1.05), 40)
+        lines.append(np.stack([cy + r * np.sin(a), cx + r * np.cos(a)], -1))
+    turns = rng.uniform(5, 10)
+    theta = np.linspace(0, 2 * np.pi * turns, int(400 * turns))
+    r = reach * (0.08 + 0.9 * theta / theta[-1]) * (1 - 0.06 * np.abs(np.sin(theta * n_spokes / 2)))
+    lines.append(np.stack([cy + r * np.sin(theta), cx + r * np.cos(theta)], -1))
+    widths = rng.uniform(0.4, 1.2, len(lines))
+    return _thread_colour(rng, cv, pal), _threads(lines, widths, cv.h, cv.w)
+
+
+def _fg_mesh(rng, cv, pal):
+    """A warped net of threads over an irregular region (its edge antialiased)."""
+    cy, cx = cv.centre(rng, 0.05)
+    region = Blob.random(rng, cy, cx, cv.scale * rng.uniform(0.3, 0.42), rng.uniform(0.1, 0.5))
+    gap = cv.scale * rng.uniform(0.04, 0.1)
+    angle, wobble = rng.uniform(0, np.pi), gap * rng.uniform(0.05, 0.3)
+    u = np.linspace(-0.75, 0.75, 200) * cv.scale
+    lines = []
+    for direction in (angle, angle + np.pi / 2 + rng.normal(0, 0.1)):
+        along = np.array([np.cos(direction), np.sin(direction)])
+        across = np.array([-along[1], along[0]])
+        for v in np.arange(-0.75 * cv.scale, 0.75 * cv.scale, gap):
+            bend = wobble * np.sin(u / gap * rng.uniform(0.5, 1.5) + rng.uniform(0, 2 * np.pi))
+            xy = u[:, None] * along + (v + bend)[:, None] * across
+            lines.append(np.stack([cy + xy[:, 1], cx + xy[:, 0]], -1))
+    net = _threads(lines, np.full(len(lines), rng.uniform(0.5, 1.4)), cv.h, cv.w)
+    return _thread_colour(rng, cv, pal), net * _coverage(region.distance(cv.yy, cv.xx))
+
+
+def _fg_glass(rng, cv, pal):
+    """Glass: a tinted, highly transmissive body (alpha 0.03-0.2, rising towards grazing angles),
+    an opaque rim a few px wide, and specular highlights."""
+    cy, cx = cv.centre(rng, 0.06)
+    body = Blob.random(rng, cy, cx, cv.scale * rng.uniform(0.22, 0.35), rng.uniform(0.0, 0.3), 4)
+    dist = body.distance(cv.yy, cv.xx)
+    rim_width = max(1.0, cv.scale / 512 * rng.uniform(2, 6))
+    inside = _coverage(dist)
+    rim = inside - _coverage(dist + rim_width)
+    depth = np.clip(-dist / (0.6 * body.radius), 0, 1)
+    transmissive = rng.uniform(0.03, 0.2) + rng.uniform(0.05, 0.25) * (1 - depth) ** 3
+    alpha = (inside - rim) * transmissive + rim * rng.uniform(0.85, 1.0)
+    highlight = np.zeros_like(alpha)
+    for _ in range(rng.integers(1, 4)):
+        theta = rng.uniform(0, 2 * np.pi)
+        rho = body.radius * rng.uniform(0.3, 0.7)
+        spot = Blob.random(rng, cy + rho * np.sin(theta), cx + rho * np.cos(theta), body.radius * rng.uniform(0.03, 0.1), 0.4, 3)
+        highlight = np.maximum(highlight, _coverage(spot.distance(cv.yy, cv.xx)))
+    alpha = np.maximum(alpha, highlight * rng.uniform(0.7, 0.95))
+    tint = _surface(rng, pal.colour, cv.h, cv.w, 0.03)
+    rim_colour = np.clip(pal.colour * rng.uniform(0.3, 0.7), 0, 1).astype(np.float32)
+    fg = _lerp(_lerp(tint, rim_colour, np.clip(rim / np.maximum(alpha, 1e-6), 0, 1)), np.ones(3, np.float32), highlight)
+    return fg.astype(np.float32), alpha.astype(np.float32)
+
+
+def _fg_smoke(rng, cv, pal):
+    """Smoke: turbulent density under a meandering, widening plume; alpha stays mostly below 0.5."""
+    cx = cv.w * rng.uniform(0.35, 0.65)
+    up = (cv.h - cv.yy) / cv.h  # 0 at the bottom, 1 at the top
+    meander = cv.w * 0.15 * (_noise(rng, cv.h, 1, 3, octaves=2) - 0.5)
+    width = cv.w * (0.05 + rng.uniform(0.15, 0.3) * up)
+    envelope = np.exp(-(((cv.xx - cx - meander) / width) ** 2)) * np.clip(up * 4, 0, 1)
+    density = _noise(rng, cv.h, cv.w, rng.uniform(3, 6), octaves=5, persistence=0.6)
+    alpha = np.clip((density * envelope - 0.12) * rng.uniform(0.7, 1.1), 0, 1).astype(np.float32)
+    shade = _noise(rng, cv.h, cv.w, 4, octaves=3)
+    fg = np.clip(np.asarray(pal.colour, np.float32) * (0.8 + 0.3 * shade)[..., None], 0, 1)
+    return fg.astype(np.float32), alpha
+
+
+def _fg_veil(rng, cv, pal):
+    """Sheer fabric: a woven thread grid (analytic thread coverage) of low opacity, denser in
+    folds, with a hem along its outline."""
+    cy, cx = cv.centre(rng, 0.05)
+    region = Blob.random(rng, cy, cx, cv.scale * rng.uniform(0.3, 0.42), rng.uniform(0.1, 0.4))
+    dist = region.distance(cv.yy, cv.xx)
+    angle = rng.uniform(0, np.pi)
+    u = np.cos(angle) * cv.xx + np.sin(angle) * cv.yy
+    v = -np.sin(angle) * cv.xx + np.cos(angle) * cv.yy
+    period, thread = rng.uniform(2.5, 5), rng.uniform(0.5, 1.1)
+    warp = _line_coverage(np.abs(np.mod(u, period) - period / 2), thread)
+    weft = _line_coverage(np.abs(np.mod(v, period) - period / 2), thread)
+    weave = 1 - (1 - warp) * (1 - weft)
+    bend = _noise(rng, cv.h, cv.w, 2, octaves=2) * cv.scale * 0.3
+    fold = 0.5 + 0.5 * np.sin(2 * np.pi * (u + bend) / (cv.scale * rng.uniform(0.08, 0.2)))
+    opacity = rng.uniform(0.1, 0.3) * (0.4 + 0.3 * weave) * (0.6 + 0.8 * fold**2)
+    hem = _coverage(dist) - _coverage(dist + max(1.0, cv.scale / 512 * rng.uniform(2, 5)))
+    alpha = (_coverage(dist) - hem) * opacity + hem * rng.uniform(0.5, 0.8)
+    fg = _surface(rng, pal.colour, cv.h, cv.w, 0.04) * (0.85 + 0.15 * fold)[..., None]
+    return np.clip(fg, 0, 1).astype(np.float32), alpha.astype(np.float32)
+
+
+_FOREGROUNDS = {
+    "solid": _fg_solid,
+    "hair": _fg_hair,
+    "cobweb": _fg_cobweb,
+    "mesh": _fg_mesh,
+    "holes": _fg_holes,
+    "glass": _fg_glass,
+    "smoke": _fg_smoke,
+    "veil": _fg_veil,
+}
+
+
+def make_foreground(seed, index, size):
+    """Foreground `index` of the benchmark for `seed`: (fg HxWx3, alpha HxW, meta dict)."""
+    kind = KINDS[index % len(KINDS)]
+    pal = _palette(seed, index)
+    fg, alpha = _FOREGROUNDS[kind](_rng(seed, _FG_STREAM, index), Canvas.of(*size), pal)
+    return fg, alpha, {"kind": kind, "group": group_of(kind), "chromaless": pal.chromaless}
+
+
+# ----------------------------------------------------------------------------------------------
+# Backgrounds
+
+
+def _photo_colour(rng, around=None):
+    """Colours with photo-like statistics: mostly muted, mid-bright; or near a given colour."""
+    if around is not None:
+        return np.clip(around + rng.normal(0, 0.06, 3), 0, 1)
+    return _hsv(rng.random(), rng.beta(1.5, 3.5), rng.beta(3, 2.2))
+
+
+def make_background(seed, index, size, n_fg):
+    """Procedural background `index`: multi-scale noise mapped to a colour ramp, plus a gradient,
+    stripes and soft blobs with random weights, smooth lighting, vignette and grain.
+
+    A third of the backgrounds that have a foreground of the same index take their colours near
+    that foreground's (the background-like-foreground hard case). Returns (image, partner index
+    or None)."""
+    rng = _rng(seed, _BG_STREAM, index)
+    h, w = size
+    cv = Canvas.of(h, w)
+    partner = index if index < n_fg and rng.random() < 1 / 3 else None
+    similar_to = None if partner is None else _palette(seed, partner).colour
+    colours = [_photo_colour(rng, similar_to) for _ in range(3)]
+    ramp = _noise(rng, h, w, rng.uniform(1.5, 6), octaves=int(rng.integers(3, 7)), persistence=rng.uniform(0.35, 0.65))
+    img = _lerp(_lerp(colours[0], colours[1], np.clip(ramp * 2, 0, 1)), colours[2], np.clip(ramp * 2 - 1, 0, 1))
+    angle = rng.uniform(0, 2 * np.pi)
+    grad = np.clip(0.5 + (np.cos(angle) * (cv.xx - w / 2) + np.sin(angle) * (cv.yy - h / 2)) / cv.scale, 0, 1)
+    img = _lerp(img, _photo_colour(rng, similar_to), grad * rng.uniform(0, 0.6))
+    if rng.random() < 0.4:
+        angle, period = rng.uniform(0, np.pi), cv.scale * rng.uniform(0.02, 0.2)
+        wave = np.sin(2 * np.pi * (np.cos(angle) * cv.xx + np.sin(angle) * cv.yy) / period)
+        img = _lerp(img, _photo_colour(rng, similar_to), np.clip(wave * 3, 0, 1) * rng.uniform(0.3, 0.9))
+    for _ in range(rng.integers(0, 6)):
+        by, bx, r = rng.uniform(0, h), rng.uniform(0, w), cv.scale * rng.uniform(0.03, 0.25)
+        blob = np.exp(-((cv.yy - by) ** 2 + (cv.xx - bx) ** 2) / (2 * r * r))
+        img = _lerp(img, _photo_colour(rng, similar_to), blob * rng.uniform(0.3, 1.0))
+    light = 0.75 + 0.4 * _noise(rng, h, w, 1.5, octaves=2)
+    vignette = 1 - rng.uniform(0, 0.35) * (((cv.yy - h / 2) / h) ** 2 + ((cv.xx - w / 2) / w) ** 2) * 2
+    grain = rng.normal(0, rng.uniform(0.003, 0.02), (h, w, 1))
+    return np.clip(img * (light * vignette)[..., None] + grain, 0, 1).astype(np.float32), partner
+
+
+def _photo_background(path, index, size, seed):
+    """A real photo scaled to cover `size` and cropped at a seeded position."""
+    h, w = size
+    photo = Image.fromarray((read_image(path, warn_alpha=False) * 255 + 0.5).astype(np.uint8))
+    scale = max(h / photo.height, w / photo.width)
+    rh, rw = max(h, math.ceil(photo.height * scale)), max(w, math.ceil(photo.width * scale))
+    photo = photo.resize((rw, rh), Image.LANCZOS)
+    rng = _rng(seed, _BG_STREAM, index)
+    top, left = int(rng.integers(0, rh - h + 1)), int(rng.integers(0, rw - w + 1))
+    return np.asarray(photo.crop((left, top, left + w, top + h)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing the benchmark
+
+
+def fg_name(index):
+    return f"synth_{index:05d}"
+
+
+def bg_name(index):
+    return f"bg_{index:05d}"
+
+
+def _write_task(task):
+    """Render and write one sample (runs in a worker process); returns its manifest entry."""
+    what, index, out, seed, size, source = task
+    if what == "fg":
+        fg, alpha, meta = make_foreground(seed, index, size)
+        write_image(out / "fg" / f"{fg_name(index)}.png", fg)
+        write_image(out / "alpha" / f"{fg_name(index)}.png", alpha)
+        return {"name": fg_name(index), **meta}
+    name = bg_name(index)
+    if isinstance(source, Path):
+        write_image(out / "bg" / f"{name}.png", _photo_background(source, index, size, seed))
+        return {"name": name, "source": source.name}
+    bg, partner = make_background(seed, index, size, n_fg=source)
+    write_image(out / "bg" / f"{name}.png", bg)
+    return {"name": name, "similar_to": None if partner is None else fg_name(partner)}
+
+
+def _check_arguments(out, n_fg, size, bg_dir, n_bg):
+    if isinstance(n_fg, bool) or not isinstance(n_fg, int) or n_fg < 1:
+        raise PpidError(f"--n-fg must be a whole number >= 1, got {n_fg!r}")
+    if n_bg is not None and (not isinstance(n_bg, int) or n_bg < 1):
+        raise PpidError(f"--n-bg must be a whole number >= 1, got {n_bg!r}")
+    if len(size) != 2 or not all(isinstance(v, int) and MIN_SIZE <= v <= MAX_SIZE for v in size):
+        raise PpidError(f"--size must be two whole numbers H W in {MIN_SIZE}..{MAX_SIZE}, got {' '.join(map(str, size))}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PpidError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise PpidError(f"{out}: folder is not empty and holds no synth manifest.json; refusing to write into it")
+    if bg_dir is None:
+        return []
+    photos = list(list_images(bg_dir).values())
+    if not photos:
+        raise PpidError(f"{bg_dir}: no images found (expected {', '.join(('png', 'jpg', 'tif', 'bmp', 'webp'))} files)")
+    return photos
+
+
+def _remove_stale(out, manifest):
+    """Delete files of a previous run into `out` that this run does not write (a smaller n)."""
+    try:
+        old = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return
+    new_fg = {s["name"] for s in manifest["samples"]}
+    new_bg = {b["name"] for b in manifest["backgrounds"]}
+    for entry in old.get("samples", []):
+        if entry.get("name") not in new_fg:
+            for folder in ("fg", "alpha"):
+                (out / folder / f"{entry['name']}.png").unlink(missing_ok=True)
+    for entry in old.get("backgrounds", []):
+        if entry.get("name") not in new_bg:
+            (out / "bg" / f"{entry['name']}.png").unlink(missing_ok=True)
+
+
+def synthesize(out, n_fg, seed=0, size=(512, 512), bg_dir=None, n_bg=None, workers=WORKERS):
+    """Write the procedural benchmark to `out` and return its manifest.
+
+    Layout (the custom layout of `ppid.data.datasets`): fg/NAME.png (RGB), alpha/NAME.png (8-bit
+    grey), bg/bg_NNNNN.png, split.txt (`NAME group`), manifest.json. The same seed and
+    SYNTH_VERSION give identical bytes whatever `workers` is. Rerunning into a previous synth
+    folder replaces it; any other non-empty folder is refused.
+    """
+    size = tuple(int(v) if isinstance(v, (int, np.integer)) else v for v in size)
+    photos = _check_arguments(out, n_fg, size, bg_dir, n_bg)
+    out = Path(out)
+    n_bg = n_fg if n_bg is None else n_bg
+    started = time.perf_counter()
+    tasks = [("fg", i, out, seed, size, None) for i in range(n_fg)]
+    tasks += [("bg", j, out, seed, size, photos[j % len(photos)] if photos else n_fg) for j in range(n_bg)]
+    workers = max(1, min(workers, os.cpu_count() or 1, len(tasks)))
+    bar = dict(total=len(tasks), desc="synth", unit="img", disable=None)
+    if workers == 1:
+        entries = list(tqdm(map(_write_task, tasks), **bar))
+    else:
+        with Pool(workers) as pool:
+            entries = list(tqdm(pool.imap(_write_task, tasks, chunksize=2), **bar))
+    samples, backgrounds = entries[:n_fg], entries[n_fg:]
+    manifest = {
+        "generator": "ppid.data.synth",
+        "version": SYNTH_VERSION,
+        "seed": seed,
+        "parameters": {
+            "n_fg": n_fg,
+            "n_bg": n_bg,
+            "size": list(size),
+            "backgrounds": "procedural" if bg_dir is None else str(bg_dir),
+            "kinds": list(KINDS),
+        },
+        "samples": samples,
+        "backgrounds": backgrounds,
+    }
+    _remove_stale(out, manifest)
+    with atomic_path(out / "split.txt") as tmp:
+        tmp.write_text("".join(f"{s['name']} {s['group']}\n" for s in samples))
+    with atomic_path(out / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    n_transparent = sum(s["group"] == "transparent" for s in samples)
+    print(
+        f"synth: wrote {n_fg} foregrounds ({n_transparent} transparent, {n_fg - n_transparent} non-transparent) "
+        f"and {n_bg} backgrounds at {size[0]}x{size[1]} to {out} in {time.perf_counter() - started:.1f}s"
+    )
+    return manifest
