@@ -71,6 +71,14 @@ def test_trimap_rules_and_options():
         build("indexnet", "student", width=2)
 
 
+def test_training_on_a_single_image_is_a_clear_error():
+    image, _ = inputs(n=1)
+    model = build("indexnet", "student")
+    with pytest.raises(PpidError, match="batches of 2 or more"):
+        model(image)
+    assert model.eval()(image).alpha.shape == (1, 1, 64, 64)  # inference on one image is fine
+
+
 def test_odd_size_gives_alpha_of_input_size_in_unit_range():
     torch.manual_seed(0)
     model = build("indexnet", "teacher").eval()

@@ -126,6 +126,8 @@ class ASPP(nn.Module):
         self.dropout = nn.Dropout(0.5)
 
     def forward(self, x):
+        if self.training and x.shape[0] < 2:
+            raise PpidError("indexnet trains with batches of 2 or more (BatchNorm over ASPP's 1x1 image pooling)")
         pooled = self.image_pool(x.mean(dim=(2, 3), keepdim=True)).expand(-1, -1, *x.shape[-2:])
         y = torch.cat([branch(x) for branch in self.branches] + [pooled], dim=1)
         return self.dropout(self.bottleneck(y))
@@ -206,7 +208,8 @@ class IndexNet(MattingNet):
 
 
 def init_weights(model):
-    """As the original: kaiming-normal convs (fan_out), zero biases; BN weight 1, bias 0."""
+    """As the original: normal(0, sqrt(2 / (k*k*C_out))) convs (kaiming fan_out), zero biases;
+    BN weight 1, bias 0."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
