@@ -135,6 +135,7 @@ class Blob(NamedTuple):
     def random(rng, cy, cx, radius, roughness, harmonics=7):
         k = np.arange(2, 2 + harmonics)
         amp = rng.uniform(0, roughness, harmonics) / k
+        amp *= min(1.0, 0.6 / max(amp.sum(), 1e-9))  # r(theta) >= 0.4 radius: star-shaped
         return Blob(cy, cx, radius, k, amp, rng.uniform(0, 2 * np.pi, harmonics))
 
     def radius_at(self, theta):
@@ -143,14 +144,16 @@ class Blob(NamedTuple):
 
     def distance(self, yy, xx):
         """Signed distance in pixels (negative inside), first order: f / |grad f| with
-        f = rho - r(theta), |grad f| = sqrt(1 + (r'(theta) / rho)^2)."""
+        f = rho - r(theta), |grad f| = sqrt(1 + (r'(theta) / rho)^2). Exact enough near the
+        outline, which is all the coverage needs; rho is floored at r / 2 so the centre, where the
+        gradient blows up, stays deep inside instead of reading as an edge."""
         dy, dx = yy - self.cy, xx - self.cx
         rho = np.hypot(dy, dx)
         theta = np.arctan2(dy, dx)
         phase = self.k * theta[..., None] + self.phase
         r = self.radius * (1 + (self.amp * np.cos(phase)).sum(-1))
         dr = -self.radius * (self.amp * self.k * np.sin(phase)).sum(-1)
-        return ((rho - r) / np.sqrt(1 + (dr / np.maximum(rho, 1e-3)) ** 2)).astype(np.float32)
+        return ((rho - r) / np.sqrt(1 + (dr / np.maximum(rho, r / 2)) ** 2)).astype(np.float32)
 
 
 _PATCH = np.stack(np.meshgrid(np.arange(-2, 4), np.arange(-2, 4), indexing="ij"), -1).reshape(-1, 2)
