@@ -169,7 +169,7 @@ def test_hsv_round_trip():
 
 def test_bank_stacks_items_of_different_sizes(source):
     bank = load_bank(source, "cpu", max_side=100)
-    assert bank.fg.shape == (3, 3, 100, 100) and bank.alpha.shape == (3, 1, 100, 100)
+    assert bank.fga.shape == (3, 4, 100, 100) and bank.centres.shape == (3, 100 * 100)
     assert bank.fg_hw.tolist() == [[75.0, 100.0], [100.0, 73.0], [100.0, 100.0]]
     torch.testing.assert_close(bank.fg_scale, torch.tensor([100 / 128, 100 / 150, 0.5]))
     assert bank.bg.shape == (2, 3, 100, 100)

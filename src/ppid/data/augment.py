@@ -35,20 +35,22 @@ BRIGHTNESS_RANGE = 0.3
 class Bank:
     """Foregrounds, alphas and backgrounds stacked on one device (see `load_bank`).
 
+    `fga` (N, 4, H, W): foreground RGB and alpha in one tensor, so a batch is one gather;
     `fg_hw` / `bg_hw` (N, 2) float: height and width of each item's image inside the padded stack;
-    `fg_scale` (N,): bank pixels per source pixel, so crops cover the same content as from the files.
+    `fg_scale` (N,): bank pixels per source pixel, so crops cover the same content as from the files;
+    `centres` (N, H*W) bool: where crops may be centred (see `_centre_candidates`).
     """
 
-    fg: torch.Tensor  # (N, 3, H, W)
-    alpha: torch.Tensor  # (N, 1, H, W)
+    fga: torch.Tensor
     fg_hw: torch.Tensor
     fg_scale: torch.Tensor
+    centres: torch.Tensor
     bg: torch.Tensor  # (M, 3, Hb, Wb)
     bg_hw: torch.Tensor
 
     @property
     def device(self):
-        return self.fg.device
+        return self.fga.device
 
 
 def load_bank(source, device, max_side=1024, dtype=torch.float32):
@@ -71,7 +73,7 @@ def load_bank(source, device, max_side=1024, dtype=torch.float32):
     fga, fg_hw = _stack(fgs, device)
     bg, bg_hw = _stack(bgs, device)
     scale = torch.tensor(scales, dtype=torch.float32, device=device)
-    return Bank(fga[:, :3], fga[:, 3:], fg_hw, scale, bg, bg_hw)
+    return Bank(fga, fg_hw, scale, _centre_candidates(fga[:, 3:].float(), fg_hw), bg, bg_hw)
 
 
 class TrainDataset(Dataset):
@@ -102,8 +104,9 @@ class TrainDataset(Dataset):
         bg_index = int(torch.randint(len(self.source.bg), (1,), generator=generator))
         fg, alpha = _read_pair(self.source.fg[index % n_fg], self.source.alpha[index % n_fg])
         bg = _read_bg(self.source.bg[bg_index])
+        fga, fg_hw = torch.cat([fg, alpha])[None], _hw(fg)
         batch = _augment(
-            fg[None], alpha[None], _hw(fg), torch.ones(1), bg[None], _hw(bg),
+            fga, fg_hw, torch.ones(1), _centre_candidates(alpha[None], fg_hw), bg[None], _hw(bg),
             self.size, self.crop_sizes, self.jitter, generator,
         )
         return {key: value[0] for key, value in batch.items()}
@@ -124,19 +127,19 @@ class BatchAugmenter:
         bank = self.bank
         if generator.device.type != bank.device.type:
             raise PpidError(f"BatchAugmenter: generator is on {generator.device}, the bank on {bank.device}")
-        fg_index = torch.randint(len(bank.fg), (batch_size,), generator=generator, device=bank.device)
+        fg_index = torch.randint(len(bank.fga), (batch_size,), generator=generator, device=bank.device)
         bg_index = torch.randint(len(bank.bg), (batch_size,), generator=generator, device=bank.device)
         return _augment(
-            bank.fg[fg_index].float(), bank.alpha[fg_index].float(), bank.fg_hw[fg_index],
-            bank.fg_scale[fg_index], bank.bg[bg_index].float(), bank.bg_hw[bg_index],
-            self.size, self.crop_sizes, self.jitter, generator,
+            bank.fga[fg_index].float(), bank.fg_hw[fg_index], bank.fg_scale[fg_index], bank.centres[fg_index],
+            bank.bg[bg_index].float(), bank.bg_hw[bg_index], self.size, self.crop_sizes, self.jitter, generator,
         )
 
 
-def _augment(fg, alpha, fg_hw, fg_scale, bg, bg_hw, size, crop_sizes, jitter, generator):
-    """The sampler behind both front ends, for a batch of paired fg (B,3,H,W), alpha (B,1,H,W) and
-    bg (B,3,Hb,Wb) whose images fill the top-left `fg_hw` / `bg_hw` of their tensors."""
-    b, device = fg.shape[0], fg.device
+def _augment(fga, fg_hw, fg_scale, centres, bg, bg_hw, size, crop_sizes, jitter, generator):
+    """The sampler behind both front ends, for a batch of paired fg + alpha (B,4,H,W) and
+    bg (B,3,Hb,Wb) whose images fill the top-left `fg_hw` / `bg_hw` of their tensors; `centres`
+    (B,H*W) from `_centre_candidates`."""
+    b, device = fga.shape[0], fga.device
 
     def uniform():
         return torch.rand(b, generator=generator, device=device)
@@ -145,11 +148,11 @@ def _augment(fg, alpha, fg_hw, fg_scale, bg, bg_hw, size, crop_sizes, jitter, ge
     sides = torch.tensor(crop_sizes, dtype=torch.float32, device=device) * (size / 512)
     pick = torch.randint(len(crop_sizes), (b,), generator=generator, device=device)
     side = sides[pick] * fg_scale.to(device)
-    cy, cx = _transition_centres(alpha, fg_hw, uniform())
+    cy, cx = _pick_centres(centres, fga.shape[-1], uniform())
     y0 = _clamp_start(cy + 0.5 - side / 2, side, fg_hw[:, 0])
     x0 = _clamp_start(cx + 0.5 - side / 2, side, fg_hw[:, 1])
     flip = uniform() < 0.5
-    fga = _crop_resize(torch.cat([fg, alpha], 1), y0, x0, side, size, flip)
+    fga = _crop_resize(fga, y0, x0, side, size, flip)
     fg, alpha = fga[:, :3].clamp(0, 1), fga[:, 3:]
     # Snap resize round-off (0.99999994) so "alpha == 1" means known foreground downstream too.
     solid, empty = known_masks(alpha)
@@ -175,16 +178,21 @@ def _augment(fg, alpha, fg_hw, fg_scale, bg, bg_hw, size, crop_sizes, jitter, ge
     }
 
 
-def _transition_centres(alpha, hw, u):
-    """A uniformly random transition pixel (0 < alpha < 1) inside each item's extent, or any pixel
-    of the extent when there is none; `u` (B,) uniform in [0, 1). Returns (row, col) float."""
+def _centre_candidates(alpha, hw):
+    """(B, H*W) bool: the transition pixels (0 < alpha < 1) inside each item's extent, or the
+    whole extent when there are none."""
     b, _, height, width = alpha.shape
     rows = torch.arange(height, device=alpha.device).view(1, height, 1) < hw[:, 0].view(b, 1, 1)
     cols = torch.arange(width, device=alpha.device).view(1, 1, width) < hw[:, 1].view(b, 1, 1)
     inside = (rows & cols).flatten(1)
     fg, bg = known_masks(alpha[:, 0])
     candidates = (~fg & ~bg).flatten(1) & inside
-    candidates = torch.where(candidates.any(dim=1, keepdim=True), candidates, inside)
+    return torch.where(candidates.any(dim=1, keepdim=True), candidates, inside)
+
+
+def _pick_centres(candidates, width, u):
+    """A uniformly random candidate pixel per row of `candidates` (B, H*W); `u` (B,) uniform in
+    [0, 1). Returns (row, col) float."""
     counts = candidates.cumsum(dim=1, dtype=torch.int32)
     total = counts[:, -1:]
     # The k-th candidate (k uniform in 0..total-1) is the first position where the count reaches k+1.
