@@ -183,11 +183,6 @@ def test_loads_torchvision_mobilenet_v2_features(tmp_path, suffix):
     assert torch.equal(student.encoder.features[0][0].weight, state["features.0.0.weight"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs common.MattingNet.load_backbone to skip the model's backbone_ignored_prefixes "
-    "(features.18 of torchvision's mobilenet_v2 has no counterpart in IndexNet)",
-)
 def test_loads_a_whole_torchvision_checkpoint(tmp_path):
     state = torchvision_state(head=True)
     model = build("indexnet", "student", backbone_weights=save(state, tmp_path / "mobilenet_v2.pth"))

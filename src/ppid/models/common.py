@@ -145,6 +145,7 @@ class MattingNet(nn.Module):
 
     # -- ImageNet initialisation ---------------------------------------------------------------
     backbone_attr = "encoder"  # the submodule whose names follow torchvision
+    backbone_ignored_prefixes = ("fc.", "classifier.")  # torchvision keys with no counterpart here
     first_conv_key = None  # torchvision key of the first conv ("features.0.weight", "conv1.weight")
 
     def load_backbone(self, path):
@@ -154,7 +155,7 @@ class MattingNet(nn.Module):
         state = read_state_dict(path)
         backbone = getattr(self, self.backbone_attr)
         own = backbone.state_dict()
-        ignored_prefixes = ("fc.", "classifier.")
+        ignored_prefixes = self.backbone_ignored_prefixes
         unexpected = [k for k in state if k not in own and not k.startswith(ignored_prefixes)]
         missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
         mismatched = []
