@@ -86,16 +86,17 @@ class Resample(nn.Sequential):
 
 
 class EncoderBlock(nn.Module):
-    """torchvision's BasicBlock (same names), spectral-normalised, ResNet-D downsampling."""
+    """torchvision's BasicBlock (same names), spectral-normalised; `resample` = stride 2 with a
+    ResNet-D identity path."""
 
-    def __init__(self, c_in, c_out, stride=1):
+    def __init__(self, c_in, c_out, resample=False):
         super().__init__()
-        self.conv1 = conv3x3(c_in, c_out, stride)
+        self.conv1 = conv3x3(c_in, c_out, stride=2 if resample else 1)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = conv3x3(c_out, c_out)
         self.bn2 = nn.BatchNorm2d(c_out)
         nn.init.zeros_(self.bn2.weight)  # every residual block starts as the identity
-        self.downsample = Resample(c_in, c_out, up=False) if stride != 1 else None
+        self.downsample = Resample(c_in, c_out, up=False) if resample else None
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -104,17 +105,17 @@ class EncoderBlock(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """GCA decoder block: conv1 (ConvTranspose 4x4 s2 when upsampling) + BN + LeakyReLU(0.2),
-    conv2 + BN, identity path (nearest-upsample + conv1x1 + BN when upsampling), LeakyReLU."""
+    """GCA decoder block: conv1 (ConvTranspose 4x4 s2 when `resample`) + BN + LeakyReLU(0.2),
+    conv2 + BN, identity path (nearest-upsample + conv1x1 + BN when `resample`), LeakyReLU."""
 
-    def __init__(self, c_in, c_out, upsample=False):
+    def __init__(self, c_in, c_out, resample=False):
         super().__init__()
-        self.conv1 = up_conv4x4(c_in, c_in) if upsample else conv3x3(c_in, c_in)
+        self.conv1 = up_conv4x4(c_in, c_in) if resample else conv3x3(c_in, c_in)
         self.bn1 = nn.BatchNorm2d(c_in)
         self.conv2 = conv3x3(c_in, c_out)
         self.bn2 = nn.BatchNorm2d(c_out)
         nn.init.zeros_(self.bn2.weight)
-        self.upsample = Resample(c_in, c_out, up=True) if upsample else None
+        self.upsample = Resample(c_in, c_out, up=True) if resample else None
 
     def forward(self, x):
         identity = x if self.upsample is None else self.upsample(x)
@@ -123,9 +124,9 @@ class DecoderBlock(nn.Module):
 
 
 def make_stage(block, c_in, c_out, depth):
-    """A stage whose first block changes resolution (down in the encoder, up in the decoder)."""
-    first = block(c_in, c_out, stride=2) if block is EncoderBlock else block(c_in, c_out, upsample=True)
-    return nn.Sequential(first, *(block(c_out, c_out) for _ in range(depth - 1)))
+    """A stage whose first block changes resolution (halves it in the encoder, doubles it in the
+    decoder) and width."""
+    return nn.Sequential(block(c_in, c_out, resample=True), *(block(c_out, c_out) for _ in range(depth - 1)))
 
 
 class GuidedContextualAttention(nn.Module):
@@ -163,19 +164,19 @@ class GuidedContextualAttention(nn.Module):
         unit_keys = keys / keys.norm(dim=1, keepdim=True).clamp_min(1e-4)
         scores = unit_keys.transpose(1, 2) @ keys  # (N, L sources, L targets)
 
-        length = scores.shape[1]
-        if unknown is None:
-            scale = scores.new_ones(n, 1, 1)
-            source_unknown = torch.ones(n, length, 1, dtype=torch.bool, device=scores.device)
+        if unknown is None:  # trimap-free: every patch unknown, every scale 1
+            source_unknown = scores.new_ones(n, scores.shape[1])
         else:
             u = F.interpolate(unknown.float(), size=(h // 2, w // 2), mode="nearest")
-            frac = u.mean(dim=(1, 2, 3))
+            frac = u.mean(dim=(1, 2, 3)).unsqueeze(1)  # (N, 1) unknown fraction
             unknown_scale = torch.sqrt(frac / (1 - frac)).clamp(0.1, 10)  # 1/0 -> inf -> 10
             known_scale = torch.sqrt((1 - frac) / frac).clamp(0.1, 10)
-            source_unknown = F.max_pool2d(u, 3, stride=1, padding=1).flatten(1).unsqueeze(2) > 0
-            scale = torch.where(source_unknown, unknown_scale.view(n, 1, 1), known_scale.view(n, 1, 1))
-        self_match = torch.eye(length, dtype=torch.bool, device=scores.device) & source_unknown
-        scores = scores * scale.to(scores.dtype) - 1e4 * self_match.to(scores.dtype)
+            source_unknown = F.max_pool2d(u, 3, stride=1, padding=1).flatten(1) > 0  # (N, L)
+            scale = torch.where(source_unknown, unknown_scale, known_scale)
+            scores = scores * scale.unsqueeze(2).to(scores.dtype)
+        # an unknown source patch may not attend to itself
+        self_match = torch.eye(scores.shape[1], dtype=torch.bool, device=scores.device)
+        scores = torch.where(self_match, scores - 1e4 * source_unknown.unsqueeze(2).to(scores.dtype), scores)
         attention = torch.softmax(scores, dim=1, dtype=torch.float32)
 
         values = F.unfold(F.pad(alpha_feature, (1, 1, 1, 1), mode="reflect"), 4, stride=2)  # (N, C*16, L)
