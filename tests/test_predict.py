@@ -160,3 +160,35 @@ def test_bad_arguments_fail_before_writing(weights, mixed_folder, tmp_path, caps
     err = capsys.readouterr().err
     assert "mask" in err and "#12345" in err and "missing.png" in err and "nope.safetensors" in err
     assert not out.exists()
+
+
+def test_viz_report_with_teacher_and_attention_maps(weights, tmp_path, capsys):
+    from ppid.io import write_image
+
+    data = tmp_path / "testset"
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(40, 48), (36, 50)]):
+        alpha = np.zeros((h, w), np.float32)
+        alpha[8:-8, 10:-10] = 1
+        alpha[6:8, 10:-10] = 0.5
+        write_image(data / "merged" / f"im{i}.png", rng.random((h, w, 3)))
+        write_image(data / "alpha" / f"im{i}.png", alpha)
+    (data / "split.txt").write_text("im0 transparent\nim1 non-transparent\n")  # no trimaps/: the test rule
+
+    out = tmp_path / "report"
+    rc = main(["viz", "--model", str(weights["student"]), "--teacher", str(weights["teacher"]),
+               "--data", str(data), "--out", str(out), "--max-items", "5", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    page = (out / "index.html").read_text()
+    for name in ("im0", "im1"):
+        strip = np.asarray(Image.open(out / f"{name}.png"))
+        h, w = (40, 48) if name == "im0" else (36, 50)
+        # two rows: six panels (image, trimap, GT, teacher, student, error); four attention maps
+        assert strip.shape[0] == 2 * (h + 14) + 4
+        assert strip.shape[1] == 6 * w + 5 * 4
+        assert f'href="{name}.png"' in page
+    assert "transparent" in page and "teacher SAD" in page
+
+    rc = main(["viz", "--model", str(weights["student"]), "--teacher", str(weights["student"]),
+               "--data", str(data), "--out", str(tmp_path / "r2")])
+    assert rc == 2 and "not a teacher" in capsys.readouterr().err

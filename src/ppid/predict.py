@@ -43,6 +43,12 @@ def resolve_device(name="auto"):
     return torch.device(name)
 
 
+def clamp_to_trimap(alpha, trimap):
+    """A teacher's alpha with the trimap's known regions imposed (trimap in {0, 0.5, 1}), as the
+    trimap-based originals report it."""
+    return torch.where(trimap == 0, 0.0, torch.where(trimap == 1, 1.0, alpha))
+
+
 def to_rgb_array(image, name="image"):
     """PIL image, NumPy array (HxW / HxWx3 / HxWx4; uint8, uint16 or float in [0, 1]) or tensor
     ((3, H, W) / (1, 3, H, W), float in [0, 1] or uint8) -> float32 HxWx3 RGB in [0, 1]."""
@@ -169,9 +175,7 @@ class Predictor:
             alpha = self.model(x, t).alpha.float()  # the feature taps are dropped right here
         if alpha.shape[-2:] != (h, w):
             alpha = F.interpolate(alpha, (h, w), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
-        if trimap is not None:
-            alpha = torch.where(trimap == 0, 0.0, torch.where(trimap == 1, 1.0, alpha))
-        return alpha
+        return alpha if trimap is None else clamp_to_trimap(alpha, trimap)
 
     def run(self, image, trimap=None):
         """One model pass: (image, alpha, fg) tensors on the device, (1,3,H,W), (1,1,H,W), (1,3,H,W)."""
