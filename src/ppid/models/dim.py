@@ -19,7 +19,6 @@ feature skips (only pooling indices), so that is everywhere Fbar goes.
 """
 
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention
 
@@ -51,6 +50,15 @@ class VGG16BNEncoder(nn.Module):
         block = self.stage_slices[n]
         x = self.features[block](x)
         return self.features[block.stop](x)
+
+
+def max_unpool(x, indices):
+    """SegNet 2x2 max-unpooling: each value returns to the position its max-pooling took it from,
+    zeros elsewhere. A scatter rather than F.max_unpool2d, whose output-size check breaks tracing
+    (ONNX export)."""
+    n, c, h, w = x.shape
+    out = x.new_zeros(n, c, 4 * h * w).scatter(2, indices.flatten(2), x.flatten(2))
+    return out.view(n, c, 2 * h, 2 * w)
 
 
 def decoder_block(c_in, c_out, relu=True):
@@ -91,7 +99,7 @@ class DIMNet(MattingNet):
         y, dec = fbar, []
         stride = 2 ** len(ENCODER_WIDTHS)
         for block, idx in zip(self.decoder, reversed(indices)):
-            y = block(F.max_unpool2d(y, idx, kernel_size=2, stride=2))
+            y = block(max_unpool(y, idx))
             stride //= 2
             if stride in ATTENTION_STRIDES:
                 y, tap = self.attention[ATTENTION_STRIDES.index(stride)](y)
