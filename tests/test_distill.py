@@ -34,16 +34,21 @@ def test_gcblock_shape_and_context_is_global():
     assert torch.allclose(delta, delta[..., :1, :1].expand_as(delta), atol=1e-6)
 
 
-def test_clsd_hand_computed():
-    clsd = CLSD(CHANNELS, lambda1=0.2, lambda2=1.0, mode="clsd")
-    _identity_gc(clsd)
+def test_clsd_hand_computed_sum_and_mean():
     teacher = _out(_enc(1.0))
     cross = [torch.full_like(f, 3.0) for f in _enc(0.0)[1:]]
     student = _out(_enc(0.0), cross)
+    clsd = CLSD(CHANNELS, lambda1=0.2, lambda2=1.0, mode="clsd", reduction="sum")
+    _identity_gc(clsd)
     terms = clsd(teacher, student)
     elements = [c * (16 >> i) ** 2 for i, c in enumerate(CHANNELS)]  # per image
     assert terms["clsd_same"].item() == pytest.approx(0.2 * sum(elements))
     assert terms["clsd_cross"].item() == pytest.approx(1.0 * 4.0 * sum(elements[1:]))
+    clsd = CLSD(CHANNELS, lambda1=0.2, lambda2=1.0, mode="clsd")  # default: mean over elements
+    _identity_gc(clsd)
+    terms = clsd(teacher, student)
+    assert terms["clsd_same"].item() == pytest.approx(0.2 * 5)  # five taps, each mean (1 - 0)^2
+    assert terms["clsd_cross"].item() == pytest.approx(1.0 * 4 * 4.0)
 
 
 def test_sd_ablation_has_no_cross_term_and_no_cross_blocks():

@@ -30,7 +30,7 @@ DEFAULTS = {
         "gamma": 1.0,
         "temperature": 0.5,
         "gc_ratio": 2,
-        "reduction": "sum",  # CLSD squared error: sum over C,H,W (DESIGN.md) | mean
+        "reduction": "mean",  # CLSD squared error: mean over elements | sum over C,H,W (diverges, docs/training.md)
     },
     "data": {
         "train_root": None,  # fg/alpha/bg dataset folder (synthetic, custom, Adobe, D646)

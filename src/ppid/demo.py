@@ -50,7 +50,7 @@ def demo_configs(args, data_dir):
         "ppid": {
             "name": "ppid",
             "mode": "ppid",
-            "distill": {"teacher": str(teacher_out / "model_last.safetensors"), "reduction": "mean"},
+            "distill": {"teacher": str(teacher_out / "model_last.safetensors")},
         },
     }
     configs = {}
@@ -100,7 +100,7 @@ def run(args):
     labels = {"teacher": f"{args.family} (trimap)", "student": f"{args.family} baseline", "ppid": f"{args.family}-PPID"}
     for key in ("teacher", "student", "ppid"):
         model = load_model(args.out / key / "model_last.safetensors", device=device)
-        results[labels[key]] = validation_metrics(predict_testset(model, testset, device))
+        results[labels[key]] = validation_metrics(predict_testset(model, testset, device), clamped=key == "teacher")
     table = format_comparison(results)
     print(table)
     preview_grid(data_dir / "test", args.out / "preview.png")

@@ -68,16 +68,17 @@ def group_of(name, split):
     return split.get(_COMPOSITE_SUFFIX.sub("", name))
 
 
-def evaluate_arrays(items, region="whole"):
+def evaluate_arrays(items, region="whole", clamping="none"):
     """Evaluate in-memory predictions: items of (name, pred, gt, trimap, group).
 
     pred/gt: HxW uint8 or float in [0, 1] (NumPy or torch); trimap: uint8 0/128/255 (or float
-    {0, 0.5, 1}) or None; group: a split group or None. Returns (rows, summary) like
-    `evaluate_folders`.
+    {0, 0.5, 1}) or None; group: a split group or None. `clamping` records how the predictions
+    were made ("none" for trimap-free students; "trimap" when known trimap regions were set to
+    0/1, as trimap-based teachers are). Returns (rows, summary) like `evaluate_folders`.
     """
     items = [(name, pred, gt, trimap, group, name) for name, pred, gt, trimap, group in items]
     have_trimaps = bool(items) and all(item[3] is not None for item in items)
-    return _evaluate(items, resolve_regions(region, have_trimaps))
+    return _evaluate(items, resolve_regions(region, have_trimaps), clamping)
 
 
 def evaluate_folders(pred_dir, gt_dir, trimap_dir=None, split=None, region=None, progress=False):
@@ -130,7 +131,7 @@ def _names(names, shown=5):
     return ", ".join(repr(n) for n in names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def _evaluate(items, regions):
+def _evaluate(items, regions, clamping="none"):
     """items of (name, pred, gt, trimap, group, label); label names the image in errors."""
     rows = []
     for name, pred, gt, trimap, group, label in items:
@@ -144,10 +145,10 @@ def _evaluate(items, regions):
             rows.append({"name": name, "group": group, "region": region, **values[region]})
     if not rows:
         raise PpidError("nothing to evaluate: no images")
-    return rows, summarize(rows, regions)
+    return rows, summarize(rows, regions, clamping)
 
 
-def summarize(rows, regions):
+def summarize(rows, regions, clamping="none"):
     """Per-region, per-group means of the per-image rows, with the protocol recorded.
 
     {"protocol": {...}, "count": N, "groups": {group: n}, "results": {region: {group | "all":
@@ -170,7 +171,7 @@ def summarize(rows, regions):
         "protocol": {
             "benchmark": "Deep Image Matting MATLAB evaluation (compute_*_loss.m), 8-bit mattes",
             "regions": list(regions),
-            "clamping": "none",
+            "clamping": clamping,
             "units": dict(UNITS),
             "grad_sigma": GRAD_SIGMA,
             "conn_step": CONN_STEP,
@@ -195,8 +196,16 @@ def _fmt(metric, value):
     return f"{value:.4f}" if metric == "mse" else f"{value:.2f}"
 
 
-def _units_line(region, count):
-    return (f"Region: {REGION_TITLES[region]}; no trimap clamping; {count} images. "
+def _clamping_text(clampings):
+    if set(clampings) <= {"none"}:
+        return "no trimap clamping"
+    if "none" in clampings:
+        return "trimap-free rows never clamped, trimap-based rows clamped to the trimap's known regions"
+    return "clamped to the trimap's known regions"
+
+
+def _units_line(region, count, clampings=("none",)):
+    return (f"Region: {REGION_TITLES[region]}; {_clamping_text(clampings)}; {count} images. "
             "SAD, Grad, Conn: sums / 1000; MSE: mean (alpha in [0, 1]); lower is better.")
 
 
@@ -204,7 +213,7 @@ def format_table(summary):
     """The summary as text: per region, one row per group and one for the whole test set."""
     blocks = []
     for region, groups in summary["results"].items():
-        lines = [_units_line(region, summary["count"])]
+        lines = [_units_line(region, summary["count"], [summary["protocol"]["clamping"]])]
         width = max(len(_group_title(g)) for g in groups)
         lines.append(f"{'Group':<{width}}  {'N':>5}" + "".join(f"  {HEADERS[m]:>8}" for m in METRICS))
         for group, values in groups.items():
@@ -228,7 +237,8 @@ def format_comparison(summaries):
         width = max(len("Model"), *(len(name) for name in per_model))
         cell = 8 * len(METRICS) + 2 * (len(METRICS) - 1)
         counts = sorted({s["count"] for s in summaries.values()})
-        lines = [_units_line(region, "/".join(map(str, counts)))]
+        clampings = [s["protocol"]["clamping"] for s in summaries.values()]
+        lines = [_units_line(region, "/".join(map(str, counts)), clampings)]
         lines.append(f"{'':<{width}}" + "".join(f"  {_group_title(g):^{cell}}" for g in groups))
         lines.append(f"{'Model':<{width}}" + "".join("  " + "  ".join(f"{HEADERS[m]:>8}" for m in METRICS) for _ in groups))
         for name, res in per_model.items():

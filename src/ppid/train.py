@@ -218,10 +218,12 @@ def predict_testset(model, testset, device, max_items=None, amp=None):
     return rows
 
 
-def validation_metrics(rows):
+def validation_metrics(rows, clamped=False):
+    """Summary (see ppid.evaluate.summarize) over whole image and, with trimaps, transition region."""
     from .evaluate import evaluate_arrays
 
-    return evaluate_arrays(rows, region="both" if all(r[3] is not None for r in rows) else "whole")
+    region = "both" if all(r[3] is not None for r in rows) else "whole"
+    return evaluate_arrays(rows, region=region, clamping="trimap" if clamped else "none")[1]
 
 
 def save_grid(path, batch, out, teacher_out=None, n=4):
@@ -373,8 +375,8 @@ def train(cfg, resume=None):
         if testset is not None and (done % t_cfg["val_every"] == 0 or done == iterations):
             if is_main:
                 rows = predict_testset(model, testset, device, cfg["data"]["val_max_items"], amp)
-                summary = validation_metrics(rows)
-                sad = summary["whole"]["all"]["SAD"]
+                summary = validation_metrics(rows, clamped=model.role == "teacher")
+                sad = summary["results"]["whole"]["all"]["sad"]
                 logger.log({"event": "validation", "step": done, "summary": summary})
                 if best is None or sad < best["SAD"]:
                     best = {"step": done, "SAD": sad}
@@ -398,7 +400,7 @@ def train(cfg, resume=None):
 
 
 def _floats(terms):
-    return {k: float(v) for k, v in terms.items()}
+    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
 
 
 def _rank_checksums(module, device, world):
@@ -460,4 +462,4 @@ def _short(record):
     s = record.get("summary")
     if not s:
         return {}
-    return {region: {m: round(v, 4) for m, v in groups["all"].items()} for region, groups in s.items() if isinstance(groups, dict) and "all" in groups}
+    return {region: {m: round(v, 4) for m, v in groups["all"].items()} for region, groups in s["results"].items()}

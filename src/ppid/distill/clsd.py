@@ -13,9 +13,11 @@ import torch.nn as nn
 from .gcblock import GCBlock
 
 
-def squared_error(a, b, reduction="sum"):
-    """||a - b||^2 summed over C, H, W and averaged over the batch ("sum", as DESIGN.md reads the
-    paper), or averaged over every element ("mean")."""
+def squared_error(a, b, reduction="mean"):
+    """||a - b||^2 averaged over every element ("mean", the default), or summed over C, H, W and
+    averaged over the batch ("sum", DESIGN.md's first reading). With Table 5's lambdas the sum makes
+    the distillation 1e5-1e8 times the alpha loss and SGD diverges within two steps (measured,
+    docs/training.md), so the weights only make sense for the mean."""
     diff = (a.float() - b.float()).pow(2)
     if reduction == "mean":
         return diff.mean()
@@ -23,7 +25,7 @@ def squared_error(a, b, reduction="sum"):
 
 
 class CLSD(nn.Module):
-    def __init__(self, channels, lambda1=0.2, lambda2=1.0, mode="clsd", gc_ratio=2, reduction="sum"):
+    def __init__(self, channels, lambda1=0.2, lambda2=1.0, mode="clsd", gc_ratio=2, reduction="mean"):
         super().__init__()
         if mode not in ("clsd", "sd"):
             raise ValueError(f"semantic distillation mode must be 'clsd' or 'sd', got {mode!r}")

@@ -1,0 +1,269 @@
+"""The training engine: configs, objective and ablation switches, frozen teacher, resume parity,
+non-finite guard, every shipped config, and 2-process DDP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ppid import PpidError
+from ppid.config import load_config, parse_set
+from ppid.models import build, save_model
+from ppid.train import Objective, build_models, train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Four tiny foregrounds with fractional alpha and two backgrounds (custom layout)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for sub in ("fg", "alpha", "bg"):
+        (root / sub).mkdir()
+    yy, xx = np.mgrid[:80, :80]
+    for i in range(4):
+        r = np.hypot(yy - 40 - 3 * i, xx - 40)
+        alpha = np.clip((22 + 2 * i - r) / 6, 0, 1)
+        Image.fromarray((alpha * 255).round().astype(np.uint8)).save(root / "alpha" / f"f{i}.png")
+        Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(root / "fg" / f"f{i}.png")
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(root / "bg" / f"b{i}.png")
+    return root
+
+
+def tiny(dataset, out, **extra):
+    cfg = {
+        "data": {"train_root": str(dataset), "size": 32, "workers": 0},
+        "optim": {"iterations": 4, "batch_size": 2},
+        "train": {"device": "cpu", "log_every": 1, "val_every": 1000, "image_every": 0, "ckpt_every": 1, "out": str(out)},
+    }
+    for key, value in extra.items():
+        cfg.setdefault(key, {})
+        if isinstance(value, dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def losses(out):
+    return [r["total"] for r in map(json.loads, (Path(out) / "log.jsonl").read_text().splitlines()) if "total" in r and "event" not in r]
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teachers")
+    paths = {}
+    for family in ("dim", "indexnet", "gca"):
+        torch.manual_seed(0)
+        paths[family] = root / f"{family}_teacher.safetensors"
+        save_model(build(family, "teacher"), paths[family])
+    return paths
+
+
+# -- config ---------------------------------------------------------------------------------------
+def test_unknown_keys_are_errors(tmp_path):
+    with pytest.raises(PpidError, match="unknown config key 'optim.lrr'"):
+        load_config(None, parse_set(["optim.lrr=0.1"]))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  famly: dim\n")
+    with pytest.raises(PpidError, match="model.famly"):
+        load_config(bad)
+
+
+def test_base_inheritance_and_set_values():
+    cfg = load_config(ROOT / "configs" / "dim_ppid_ld.yaml", parse_set(["optim.lr=0.05", "data.crop_sizes=[64, 96]"]))
+    assert cfg["mode"] == "ppid" and cfg["distill"]["local"] == "ld" and cfg["distill"]["semantic"] == "clsd"
+    assert cfg["distill"]["alpha"] == 0.02 and cfg["distill"]["beta"] == 0.002  # Table 5, DIM
+    assert cfg["optim"]["lr"] == 0.05 and cfg["data"]["crop_sizes"] == [64, 96]
+    assert cfg["optim"]["iterations"] == 50000 and cfg["optim"]["batch_size"] == 64
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_loads_with_table5_weights(path):
+    cfg = load_config(path)
+    fam = cfg["model"]["family"]
+    assert path.stem.startswith(fam)
+    if cfg["mode"] == "ppid":
+        expected = (0.02, 0.002) if fam == "dim" else (0.002, 0.0002)
+        assert (cfg["distill"]["alpha"], cfg["distill"]["beta"]) == expected
+        assert (cfg["distill"]["lambda1"], cfg["distill"]["lambda2"], cfg["distill"]["gamma"]) == (0.2, 1.0, 1.0)
+
+
+# -- objective ------------------------------------------------------------------------------------
+ABLATIONS = {
+    ("clsd", "ald"): {"clsd_same", "clsd_cross", "ald_f", "ald_a"},
+    ("sd", "ald"): {"clsd_same", "ald_f", "ald_a"},
+    ("none", "ald"): {"ald_f", "ald_a"},
+    ("clsd", "ld"): {"clsd_same", "clsd_cross", "ald_f"},
+    ("clsd", "none"): {"clsd_same", "clsd_cross"},
+    ("clsd", "ald_f"): {"clsd_same", "clsd_cross", "ald_f"},
+    ("clsd", "ald_a"): {"clsd_same", "clsd_cross", "ald_a"},
+}
+
+
+def _batch(n=2, size=32):
+    torch.manual_seed(1)
+    alpha = torch.rand(n, 1, size, size)
+    trimap = torch.full_like(alpha, 0.5)
+    trimap[..., : size // 4, :] = 0.0
+    trimap[..., -size // 4 :, :] = 1.0
+    return {"image": torch.rand(n, 3, size, size), "alpha": alpha, "trimap": trimap}
+
+
+@pytest.mark.parametrize("semantic,local", list(ABLATIONS), ids=[f"{s}-{l}" for s, l in ABLATIONS])
+def test_ablation_switches_remove_their_terms(teachers, semantic, local):
+    cfg = load_config(None, {"mode": "ppid", "distill": {"teacher": str(teachers["indexnet"]), "semantic": semantic, "local": local}})
+    model, teacher = build_models(cfg, torch.device("cpu"))
+    assert (model.connectors is not None) == (semantic == "clsd")  # SD and no-CLSD students have no connectors
+    batch = _batch()
+    with torch.no_grad():
+        t_out = teacher(batch["image"], batch["trimap"])
+    objective = Objective(model, cfg, [f.shape[1] for f in t_out.enc])
+    terms, _ = objective(batch, t_out)
+    distill_terms = set(terms) - {"l1_f", "l1_b", "l1_t", "ce_f", "ce_b", "ce_t", "grad", "alpha", "total", "distill"}
+    assert distill_terms == ABLATIONS[(semantic, local)]
+    assert terms["total"].item() == pytest.approx((terms["alpha"] + terms["distill"]).item(), rel=1e-5)
+
+
+def test_gradients_reach_connectors_and_gc_blocks_not_teacher(teachers):
+    cfg = load_config(None, {"mode": "ppid", "distill": {"teacher": str(teachers["indexnet"])}})
+    model, teacher = build_models(cfg, torch.device("cpu"))
+    batch = _batch()
+    with torch.no_grad():
+        t_out = teacher(batch["image"], batch["trimap"])
+    objective = Objective(model, cfg, [f.shape[1] for f in t_out.enc])
+    terms, _ = objective(batch, t_out)
+    terms["total"].backward()
+    for module in (model.connectors, objective.clsd.gc_student, objective.clsd.gc_cross, objective.clsd.gc_teacher):
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+
+
+def test_teacher_of_wrong_role_or_family_is_refused(tmp_path, teachers):
+    student = tmp_path / "student.safetensors"
+    save_model(build("indexnet", "student"), student)
+    with pytest.raises(PpidError, match="expected a indexnet teacher"):
+        build_models(load_config(None, {"mode": "ppid", "distill": {"teacher": str(student)}}), torch.device("cpu"))
+    with pytest.raises(PpidError, match="expected a indexnet teacher"):
+        build_models(load_config(None, {"mode": "ppid", "distill": {"teacher": str(teachers["dim"])}}), torch.device("cpu"))
+
+
+# -- the loop -------------------------------------------------------------------------------------
+def test_ppid_training_keeps_the_teacher_frozen(dataset, teachers, tmp_path, monkeypatch):
+    import ppid.train as engine
+
+    held = {}
+    real_load = engine.load_model
+
+    def load_and_keep(path, device="cpu"):
+        held["teacher"] = real_load(path, device)
+        held["before"] = {k: v.clone() for k, v in held["teacher"].state_dict().items()}
+        return held["teacher"]
+
+    monkeypatch.setattr(engine, "load_model", load_and_keep)
+    train(load_config(None, tiny(dataset, tmp_path / "p", mode="ppid", distill={"teacher": str(teachers["indexnet"])})))
+    after = held["teacher"].state_dict()
+    assert all(torch.equal(held["before"][k], after[k]) for k in after)  # weights and BN statistics
+    assert not held["teacher"].training
+    rec = [json.loads(line) for line in (tmp_path / "p" / "log.jsonl").read_text().splitlines()]
+    assert {"clsd_same", "clsd_cross", "ald_f", "ald_a", "alpha", "total", "lr", "samples_per_s"} <= set(rec[0])
+
+
+@pytest.mark.parametrize("augmenter", ["loader", "batch"])
+def test_resume_continues_bit_for_bit(dataset, tmp_path, monkeypatch, augmenter):
+    import ppid.train as engine
+
+    cfg = tiny(dataset, tmp_path / "full", data={"augmenter": augmenter}, optim={"iterations": 6})
+    train(load_config(None, cfg))
+    full = losses(tmp_path / "full")
+
+    real = engine.make_batches
+
+    def interrupted(*args, **kwargs):
+        for i, item in enumerate(real(*args, **kwargs)):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    cfg["train"]["out"] = str(tmp_path / "cut")
+    monkeypatch.setattr(engine, "make_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(None, cfg))
+    monkeypatch.setattr(engine, "make_batches", real)
+    train(load_config(None, cfg), resume="last")
+    resumed = losses(tmp_path / "cut")
+    assert len(full) == 6 and resumed == full
+
+
+def test_nonfinite_losses_are_skipped_then_abort(dataset, tmp_path, monkeypatch):
+    import ppid.train as engine
+
+    calls = {"n": 0}
+    real = engine.alpha_loss
+
+    def sometimes_nan(*args):
+        calls["n"] += 1
+        terms = real(*args)
+        if calls["n"] in (2,) or calls["n"] >= 4:
+            terms["alpha"] = terms["alpha"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(engine, "alpha_loss", sometimes_nan)
+    cfg = tiny(dataset, tmp_path / "nan", optim={"iterations": 20}, train={"max_nonfinite": 3})
+    with pytest.raises(PpidError, match="NaN/inf for 3 steps in a row"):
+        train(load_config(None, cfg))
+    events = [json.loads(line) for line in (tmp_path / "nan" / "log.jsonl").read_text().splitlines()]
+    assert sum(e.get("event") == "nonfinite_loss" for e in events) == 4  # one isolated skip, then three in a row
+    assert (tmp_path / "nan" / "checkpoint_last.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_trains_a_few_steps(path, dataset, teachers, tmp_path):
+    cfg = load_config(path)
+    overrides = tiny(dataset, tmp_path, optim={"iterations": 2}, train={"ckpt_every": 2})
+    overrides["data"]["size"] = 64
+    if cfg["mode"] == "ppid":
+        overrides["distill"] = {"teacher": str(teachers[cfg["model"]["family"]])}
+    from ppid.cli import main
+
+    sets = [f"{section}.{k}={json.dumps(v)}" for section, values in overrides.items() for k, v in values.items()]
+    args = ["train", "--config", str(path)]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert (tmp_path / "model_last.safetensors").is_file()
+    assert len(losses(tmp_path)) == 2
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_ranks_identical(dataset, tmp_path):
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+        "-m", "ppid", "train",
+        "--set", f"data.train_root={dataset}", "--set", "data.size=32", "--set", "data.workers=0",
+        "--set", "optim.iterations=3", "--set", "optim.batch_size=4", "--set", "train.device=cpu",
+        "--set", "train.log_every=1", "--set", "train.image_every=0", "--out", str(tmp_path / "ddp"),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines() if '"done"' in line][-1]
+    assert len(done["rank_param_checksums"]) == 2 and done["ranks_in_sync"] is True
