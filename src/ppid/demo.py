@@ -75,7 +75,8 @@ def run(args):
     from .data.datasets import CompositeTestSet
     from .evaluate import format_comparison
     from .models import load_model
-    from .train import predict_testset, train, validation_metrics
+    from .evaluate import evaluate_model
+    from .train import train
 
     start = time.perf_counter()
     data_dir = args.out / "data"
@@ -100,7 +101,7 @@ def run(args):
     labels = {"teacher": f"{args.family} (trimap)", "student": f"{args.family} baseline", "ppid": f"{args.family}-PPID"}
     for key in ("teacher", "student", "ppid"):
         model = load_model(args.out / key / "model_last.safetensors", device=device)
-        results[labels[key]] = validation_metrics(predict_testset(model, testset, device), clamped=key == "teacher")
+        results[labels[key]] = evaluate_model(model, testset, device)
     table = format_comparison(results)
     print(table)
     preview_grid(data_dir / "test", args.out / "preview.png")

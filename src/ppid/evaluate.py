@@ -271,9 +271,49 @@ def write_json(summary, path):
         raise PpidError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
+def predict_testset(model, testset, device, max_items=None, amp=None):
+    """Run a ppid model over a built test set -> rows (name, pred, gt, trimap, group) for
+    `evaluate_arrays`. Teachers get the trimap and are clamped on its known regions, as their
+    originals; students get RGB only and are never clamped."""
+    import torch
+
+    model.eval()
+    is_teacher = model.role == "teacher"
+    rows = []
+    with torch.no_grad():
+        for i, item in enumerate(testset):
+            if max_items is not None and i >= max_items:
+                break
+            image = torch.from_numpy(item["image"]).permute(2, 0, 1)[None].to(device)
+            trimap = None
+            if is_teacher:
+                if item["trimap"] is None:
+                    raise PpidError(f"{item['name']}: the test set has no trimap, which the teacher needs")
+                trimap = torch.from_numpy(item["trimap"].astype(np.float32) / 255.0)[None, None].to(device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                alpha = model(image, trimap).alpha.float()[0, 0].cpu().numpy()
+            if is_teacher:
+                alpha = np.where(item["trimap"] == 255, 1.0, np.where(item["trimap"] == 0, 0.0, alpha))
+            rows.append((item["name"], alpha, item["alpha"], item["trimap"], item["group"]))
+    return rows
+
+
+def evaluate_model(model, testset, device, max_items=None, amp=None):
+    """Summary of one model on a built test set: whole image, and transition region when the test
+    set has trimaps."""
+    rows = predict_testset(model, testset, device, max_items, amp)
+    region = "both" if all(r[3] is not None for r in rows) else "whole"
+    return evaluate_arrays(rows, region=region, clamping="trimap" if model.role == "teacher" else "none")[1]
+
+
 def add_arguments(parser):
-    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted alpha mattes")
-    parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth alpha (paired by file stem)")
+    parser.add_argument("--pred", type=Path, help="folder of predicted alpha mattes")
+    parser.add_argument("--gt", type=Path, help="folder of ground-truth alpha (paired by file stem)")
+    parser.add_argument("--model", type=Path, action="append", metavar="WEIGHTS",
+                        help="instead of --pred/--gt: evaluate this model file on --data (repeat to compare)")
+    parser.add_argument("--label", action="append", help="row name for each --model (default: file's folder name)")
+    parser.add_argument("--data", type=Path, help="with --model: a built test set (merged/, alpha/, trimaps/, split.txt)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="with --model")
     parser.add_argument("--trimap", type=Path, help="folder of trimaps (0/128/255) for the transition region")
     parser.add_argument("--split", type=Path, help="'name group' file (groups e.g. transparent, non-transparent)")
     parser.add_argument("--region", choices=("transition", "whole", "both"),
@@ -283,6 +323,10 @@ def add_arguments(parser):
 
 
 def run(args):
+    if args.model:
+        return _run_models(args)
+    if args.pred is None or args.gt is None:
+        raise PpidError("give --pred and --gt folders, or --model WEIGHTS with --data TESTSET")
     rows, summary = evaluate_folders(args.pred, args.gt, args.trimap, args.split, args.region, progress=True)
     print(format_table(summary))
     if args.csv:
@@ -290,5 +334,31 @@ def run(args):
         print(f"wrote {args.csv}")
     if args.json:
         write_json(summary, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _run_models(args):
+    import torch
+
+    from .data.datasets import CompositeTestSet
+    from .models import load_model
+
+    if args.data is None:
+        raise PpidError("--model needs --data, a built test set (ppid data build-testset)")
+    labels = args.label or [p.parent.name or p.stem for p in args.model]
+    if len(labels) != len(args.model):
+        raise PpidError(f"{len(args.label)} --label for {len(args.model)} --model")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise PpidError("--device cuda but no CUDA device is available")
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    testset = CompositeTestSet(args.data)
+    summaries = {}
+    for label, path in zip(labels, args.model):
+        model = load_model(path, device=device)
+        summaries[label] = evaluate_model(model, testset, device)
+    print(format_comparison(summaries))
+    if args.json:
+        write_json({"models": {label: str(p) for label, p in zip(labels, args.model)}, "summaries": summaries}, args.json)
         print(f"wrote {args.json}")
     return 0

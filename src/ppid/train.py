@@ -11,7 +11,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -192,40 +191,7 @@ def load_checkpoint(path):
         raise PpidError(f"{path}: cannot load checkpoint ({err.__class__.__name__}: {err})") from None
 
 
-# -- validation and pictures ---------------------------------------------------------------------
-@torch.no_grad()
-def predict_testset(model, testset, device, max_items=None, amp=None):
-    """Run a model over a built test set -> list of (name, pred, gt, trimap, group) NumPy rows.
-    Teachers get the trimap and are clamped on its known regions (as their originals);
-    students get RGB only and are never clamped."""
-    model.eval()
-    is_teacher = model.role == "teacher"
-    rows = []
-    for i, item in enumerate(testset):
-        if max_items is not None and i >= max_items:
-            break
-        image = torch.from_numpy(item["image"]).permute(2, 0, 1)[None].to(device)
-        trimap = None
-        if is_teacher:
-            if item["trimap"] is None:
-                raise PpidError(f"{item['name']}: the test set has no trimap for the teacher")
-            trimap = torch.from_numpy(item["trimap"].astype(np.float32) / 255.0)[None, None].to(device)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            alpha = model(image, trimap).alpha.float()[0, 0].cpu().numpy()
-        if is_teacher:
-            alpha = np.where(item["trimap"] == 255, 1.0, np.where(item["trimap"] == 0, 0.0, alpha))
-        rows.append((item["name"], alpha, item["alpha"], item["trimap"], item["group"]))
-    return rows
-
-
-def validation_metrics(rows, clamped=False):
-    """Summary (see ppid.evaluate.summarize) over whole image and, with trimaps, transition region."""
-    from .evaluate import evaluate_arrays
-
-    region = "both" if all(r[3] is not None for r in rows) else "whole"
-    return evaluate_arrays(rows, region=region, clamping="trimap" if clamped else "none")[1]
-
-
+# -- pictures --------------------------------------------------------------------------------
 def save_grid(path, batch, out, teacher_out=None, n=4):
     """Rows: image | trimap | gt | pred | teacher attention | student attention (stride-4 tap)."""
     def grey(x):
@@ -374,8 +340,9 @@ def train(cfg, resume=None):
             save_grid(out_dir / "images" / f"step_{done:07d}.png", batch, out, teacher_out)
         if testset is not None and (done % t_cfg["val_every"] == 0 or done == iterations):
             if is_main:
-                rows = predict_testset(model, testset, device, cfg["data"]["val_max_items"], amp)
-                summary = validation_metrics(rows, clamped=model.role == "teacher")
+                from .evaluate import evaluate_model
+
+                summary = evaluate_model(model, testset, device, cfg["data"]["val_max_items"], amp)
                 sad = summary["results"]["whole"]["all"]["sad"]
                 logger.log({"event": "validation", "step": done, "summary": summary})
                 if best is None or sad < best["SAD"]:

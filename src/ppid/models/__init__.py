@@ -5,7 +5,6 @@ import importlib
 import json
 from pathlib import Path
 
-import torch
 
 from .. import PpidError, __version__
 from .common import DecoderTap, MattingNet, MattingOutput  # noqa: F401  (public API)
