@@ -172,6 +172,7 @@ def main(argv=None):
     repeats = max(1, args.repeats or (3 if args.device == "cpu" else 20))
     specs = [s for s in list_models() if not args.families or s[0] in args.families]
 
+    load_start = os.getloadavg()[0]  # other work on the machine skews the timings: record it
     rows = []
     ctx = multiprocessing.get_context("spawn")  # a fresh process per model: clean peak memory
     with ctx.Pool(1, maxtasksperchild=1) as pool:
@@ -184,7 +185,8 @@ def main(argv=None):
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     result = {
-        "machine": machine_info(args.device),
+        "machine": machine_info(args.device)
+        | {"load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}},
         "settings": {"device": args.device, "size": args.size, "batch": 1, "warmup": warmup, "repeats": repeats,
                      "cudnn_benchmark": args.device == "cuda", "channels_last": args.device == "cuda"},
         "models": rows,

@@ -59,6 +59,8 @@ def test_trimap_rules():
         build("dim", "teacher")(image)
     with pytest.raises(PpidError, match="belong to PPID students"):
         build("dim", "teacher", cross_layer=True)
+    with pytest.raises(PpidError, match="dim takes no build options, got width"):
+        build("dim", "student", width=2)
 
 
 def test_odd_size_gives_alpha_of_input_size_in_unit_range():
@@ -174,3 +176,31 @@ def test_decoder_unpools_to_the_encoder_argmax_positions():
     nonzero = (seen["x"] != 0).float().sum(dim=(2, 3))  # per channel, of 32x32 positions
     assert nonzero.max() <= 16 * 16  # at most one survivor per 2x2 window
     assert nonzero.min() > 0
+
+
+def test_student_exports_to_onnx_with_dynamic_size(tmp_path):
+    """Tracing must not break on the unpooling (F.max_unpool2d's size check does)."""
+    ort = pytest.importorskip("onnxruntime")
+
+    class Alpha(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, image):
+            return self.net(image).alpha
+
+    torch.manual_seed(0)
+    model = build("dim", "student").eval()
+    path = tmp_path / "dim.onnx"
+    image, _ = inputs(n=1)
+    axes = {"image": {0: "n", 2: "h", 3: "w"}, "alpha": {0: "n", 2: "h", 3: "w"}}
+    torch.onnx.export(Alpha(model).eval(), (image,), str(path), input_names=["image"], output_names=["alpha"],
+                      dynamic_axes=axes, dynamo=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image, _ = inputs(n=2, h=96, w=64, seed=1)
+    with torch.no_grad():
+        expected = model(image).alpha.numpy()
+    (got,) = session.run(None, {"image": image.numpy()})
+    assert got.shape == expected.shape
+    assert abs(got - expected).max() < 1e-4

@@ -20,6 +20,7 @@ feature skips (only pooling indices), so that is everywhere Fbar goes.
 
 import torch.nn as nn
 
+from .. import PpidError
 from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention
 
 ENCODER_WIDTHS = (64, 128, 256, 512, 512)
@@ -67,6 +68,8 @@ def decoder_block(c_in, c_out, relu=True):
 
 
 class DIMNet(MattingNet):
+    """DIM teacher (RGB + trimap/255) or student (RGB); see the module docstring."""
+
     trimap_encoding = "value"
     backbone_attr = "encoder"
     first_conv_key = "features.0.weight"
@@ -118,5 +121,7 @@ def init_weights(model):
             nn.init.zeros_(m.bias)
 
 
-def build(role, cross_layer=False):
+def build(role, cross_layer=False, **options):
+    if options:
+        raise PpidError(f"dim takes no build options, got {', '.join(sorted(options))}")
     return DIMNet(role, cross_layer=cross_layer)
