@@ -177,22 +177,20 @@ class Predictor:
             alpha = F.interpolate(alpha, (h, w), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
         return alpha if trimap is None else clamp_to_trimap(alpha, trimap)
 
+    def _alpha(self, image, trimap):
+        rgb = to_rgb_array(image)
+        image_t = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device)
+        return image_t, self.alpha_tensor(image_t, self._trimap_tensor(trimap, *rgb.shape[:2]))
+
     def run(self, image, trimap=None):
         """One model pass: (image, alpha, fg) tensors on the device, (1,3,H,W), (1,1,H,W), (1,3,H,W)."""
-        rgb = to_rgb_array(image)
-        h, w = rgb.shape[:2]
-        tri = self._trimap_tensor(trimap, h, w)
-        image_t = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device)
-        alpha_t = self.alpha_tensor(image_t, tri)
+        image_t, alpha_t = self._alpha(image, trimap)
         return image_t, alpha_t, estimate_foreground_torch(image_t, alpha_t)
 
     # -- NumPy API ------------------------------------------------------------------------------
     def predict(self, image, trimap=None):
         """Alpha matte, float32 HxW in [0, 1]."""
-        rgb = to_rgb_array(image)
-        image_t = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(self.device)
-        alpha = self.alpha_tensor(image_t, self._trimap_tensor(trimap, *rgb.shape[:2]))
-        return _numpy(alpha)
+        return _numpy(self._alpha(image, trimap)[1])
 
     def cutout(self, image, trimap=None):
         """RGBA cut-out, float32 HxWx4 in [0, 1]: estimated foreground colours and the alpha."""

@@ -23,6 +23,7 @@ from .data.compose import test_trimap
 from .data.datasets import CompositeTestSet
 from .io import write_image
 from .metrics import mse, sad
+from .models.common import STRIDE
 from .predict import clamp_to_trimap, resolve_device
 
 LABEL_HEIGHT = 14
@@ -48,7 +49,7 @@ def run_model(model, image, trimap, device):
     with torch.inference_mode():
         out = model(x, t)
         # the taps live on the padded grid: upsample to it, then crop to the image
-        padded = (-(-h // 32) * 32, -(-w // 32) * 32)
+        padded = (-(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE)
         maps = [F.interpolate(torch.sigmoid(tap.logits.float()), padded, mode="bilinear", align_corners=False)[0, 0, :h, :w]
                 for tap in out.dec]
         alpha = out.alpha.float() if t is None else clamp_to_trimap(out.alpha.float(), t)
@@ -82,7 +83,7 @@ def strip(item, student, teacher=None):
     rows = [_row(top)]
     if teacher is not None:
         bottom = [_panel(m, f"{who} ALD att. /{s}") for who, ms in (("teacher", teacher[1]), ("student", maps))
-                  for m, s in zip(ms, (4, 2))]
+                  for m, s in zip(ms, (4, 2), strict=True)]
         rows.append(_row(bottom))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, GAP), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
