@@ -6,7 +6,8 @@
 # (whole image and transition region, per group): OUT/table.txt and OUT/results.json.
 #
 # usage: experiments/distill.sh cpu_small|gpu_small OUT [FAMILY]
-# env:   PPID_CMD (the command, default "ppid"), N_TRAIN, N_TEST, SYNTH_SIZE
+# env:   PPID_CMD (the command, default "ppid"), N_TRAIN, N_TEST, SYNTH_SIZE, SYNTH_WORKERS,
+#        ITERATIONS (overrides the configs' optim.iterations for all three runs)
 set -euo pipefail
 variant=${1:?usage: distill.sh cpu_small|gpu_small OUT [FAMILY]}
 out=${2:?usage: distill.sh cpu_small|gpu_small OUT [FAMILY]}
@@ -18,11 +19,15 @@ case $variant in
   *) echo "unknown variant $variant" >&2; exit 2 ;;
 esac
 configs=$(dirname "$0")/../configs
-$ppid data synth --out "$out/data/train" --n-fg "$n_train" --seed 0 --size "$size" "$size"
-$ppid data synth --out "$out/data/test_src" --n-fg "$n_test" --seed 1 --size "$size" "$size"
+workers=${SYNTH_WORKERS:-2}
+$ppid data synth --out "$out/data/train" --n-fg "$n_train" --seed 0 --size "$size" "$size" --workers "$workers"
+$ppid data synth --out "$out/data/test_src" --n-fg "$n_test" --seed 1 --size "$size" "$size" --workers "$workers"
 $ppid data build-testset --fg "$out/data/test_src/fg" --alpha "$out/data/test_src/alpha" \
   --bg "$out/data/test_src/bg" --per-fg 2 --out "$out/data/test" --split "$out/data/test_src/split.txt"
 data=(--set "data.train_root=$out/data/train" --set "data.val_root=$out/data/test")
+if [ -n "${ITERATIONS:-}" ]; then
+  data+=(--set "optim.iterations=$ITERATIONS" --set "train.val_every=$ITERATIONS")
+fi
 $ppid train --config "$configs/${family}_teacher_${variant}.yaml" "${data[@]}" --out "$out/teacher"
 $ppid train --config "$configs/${family}_student_${variant}.yaml" "${data[@]}" --out "$out/student"
 $ppid train --config "$configs/${family}_ppid_${variant}.yaml" "${data[@]}" \

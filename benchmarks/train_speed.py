@@ -1,0 +1,118 @@
+"""Training-step speed of the engine for teacher, baseline-student and PPID-student steps.
+
+Times the real objective (ppid.train.Objective: alpha loss, + CLSD + ALD with a frozen teacher for
+PPID) with SGD, bf16 autocast and channels_last on CUDA, float32 on CPU, on batches from the GPU
+batch augmenter when --data is given (random tensors otherwise). Writes JSON: ms per step,
+samples/s and peak memory per mode.
+
+    python benchmarks/train_speed.py --family indexnet --size 256 --batch-size 32 --device cuda --out r.json
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ppid.config import load_config
+from ppid.models import build
+from ppid.train import Objective
+
+
+def batches(args, device):
+    if args.data is None:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        alpha = torch.rand(args.batch_size, 1, args.size, args.size, generator=g)
+        trimap = torch.randint(0, 3, alpha.shape, generator=g).float() / 2
+        batch = {"image": torch.rand(args.batch_size, 3, args.size, args.size, generator=g), "alpha": alpha, "trimap": trimap}
+        batch = {k: v.to(device) for k, v in batch.items()}
+        while True:
+            yield batch
+    from ppid.data.augment import BatchAugmenter, load_bank
+    from ppid.data.datasets import find_source
+
+    aug = BatchAugmenter(load_bank(find_source(args.data), device), args.size)
+    gen = torch.Generator(device=device).manual_seed(0)
+    while True:
+        yield aug.sample(args.batch_size, gen)
+
+
+def time_mode(mode, args, device):
+    cfg = load_config(None, {"mode": mode, "model": {"family": args.family}, "distill": {"teacher": "unused"} if mode == "ppid" else {}})
+    torch.manual_seed(0)
+    model = build(args.family, "teacher" if mode == "teacher" else "student", cross_layer=mode == "ppid").to(device)
+    teacher = build(args.family, "teacher").to(device).eval().requires_grad_(False) if mode == "ppid" else None
+    channels = None
+    if teacher is not None:
+        with torch.no_grad():
+            channels = [f.shape[1] for f in teacher(torch.zeros(1, 3, 64, 64, device=device), torch.zeros(1, 1, 64, 64, device=device)).enc]
+    objective = Objective(model, cfg, channels).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        objective = objective.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(objective.parameters(), lr=1e-3, momentum=0.9)
+    source = batches(args, device)
+    times = []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        batch = next(source)
+        if cuda:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            t_out = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(batch["image"], batch["trimap"])
+            terms, _ = objective(batch, t_out)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(1000 * (time.perf_counter() - t0))
+    ms = statistics.median(times)
+    record = {"ms_per_step": ms, "samples_per_s": args.batch_size * 1000 / ms}
+    if cuda:
+        record["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return record
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--family", default="indexnet", choices=("dim", "indexnet", "gca"))
+    p.add_argument("--modes", nargs="+", default=["teacher", "student", "ppid"])
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--data", type=Path, help="dataset folder for the GPU batch augmenter (default: random tensors)")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    result = {
+        "benchmark": "train_speed",
+        "family": args.family, "size": args.size, "batch_size": args.batch_size, "device": str(device),
+        "precision": "bf16 autocast, channels_last" if device.type == "cuda" else "float32",
+        "data": "batch augmenter" if args.data else "random tensors",
+        "machine": {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "modes": {mode: time_mode(mode, args, device) for mode in args.modes},
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
