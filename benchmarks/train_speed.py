@@ -98,6 +98,7 @@ def main():
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True  # as the training engine does on CUDA
     result = {
         "benchmark": "train_speed",
         "family": args.family, "size": args.size, "batch_size": args.batch_size, "device": str(device),

@@ -57,6 +57,7 @@ def setup_devices(cfg):
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
+        torch.backends.cudnn.benchmark = True  # fixed training crop size: autotune the convolutions once
     else:
         device = torch.device("cpu")
     return rank, world, device

@@ -336,5 +336,7 @@ def refresh_spectral_norm(module, iterations=15):
     return torch.dot(sn._u, weight @ sn._v)
 
 
-def build(role, cross_layer=False):
+def build(role, cross_layer=False, **options):
+    if options:
+        raise PpidError(f"gca takes no build options, got {', '.join(sorted(options))}")
     return GCAMatting(role, cross_layer=cross_layer)
