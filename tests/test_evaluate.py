@@ -10,7 +10,8 @@ from scipy import ndimage
 
 from ppid import PpidError
 from ppid.cli import main
-from ppid.evaluate import evaluate_arrays, evaluate_folders, format_comparison, format_table, read_split
+from ppid.data.datasets import read_split
+from ppid.evaluate import evaluate_arrays, evaluate_folders, format_comparison, format_table
 from ppid.io import write_image
 from ppid.metrics import compute_metrics
 
@@ -178,7 +179,7 @@ def test_region_and_split_errors(testset, capsys):
     assert code == 2 and "split.txt: no group for 'hair_0'" in err
 
     (root / "split.txt").write_text("glass transparent\nhair\n")
-    with pytest.raises(PpidError, match=r"split.txt:2: expected 'name group'"):
+    with pytest.raises(PpidError, match=r"split.txt:2: expected 'NAME group'"):
         read_split(root / "split.txt")
     (root / "split.txt").write_text("glass transparent\nglass non-transparent\n")
     with pytest.raises(PpidError, match=r"split.txt:2: 'glass' is listed in groups"):

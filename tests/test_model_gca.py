@@ -255,21 +255,6 @@ def test_backbone_errors_name_the_problem(tmp_path):
         model.load_backbone(tmp_path / "absent.pth")
 
 
-def test_bf16_autocast_and_channels_last(models):
-    model = models["teacher"].eval()
-    image, trimap = sample()
-    with torch.no_grad():
-        reference = model(image, trimap).alpha
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(image, trimap)
-        assert torch.isfinite(out.alpha_logits).all()
-        assert (out.alpha.float() - reference).abs().mean() < 0.05
-        model = model.to(memory_format=torch.channels_last)
-        last = model(image.contiguous(memory_format=torch.channels_last), trimap).alpha
-        model.to(memory_format=torch.contiguous_format)
-    torch.testing.assert_close(last, reference, rtol=1e-4, atol=1e-4)
-
-
 def test_save_and_load_keeps_spectral_norm_state(tmp_path, models):
     model = models["ppid"].eval()
     path = tmp_path / "gca.safetensors"

@@ -111,6 +111,33 @@ def test_save_load_round_trip_is_bit_exact_and_pickle_free(tmp_path, family, rol
         assert torch.equal(loaded(image, trimap).alpha, model(image, trimap).alpha)
 
 
+@pytest.mark.parametrize("family", [pytest.param(f, marks=[pytest.mark.slow] if f in SLOW_FORWARD else []) for f in FAMILIES])
+def test_bf16_autocast_and_channels_last(family):
+    torch.manual_seed(0)
+    model = build(family, "student", cross_layer=True).eval()
+    image, _ = inputs("student", n=1)
+    with torch.no_grad():
+        ref = model(image).alpha
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(image).alpha
+        model = model.to(memory_format=torch.channels_last)
+        cl = model(image.contiguous(memory_format=torch.channels_last)).alpha
+    assert low.shape == ref.shape and torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max() < 0.1
+    torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradient_reaches_every_connector_through_the_alpha(family):
+    """Fbar_n flows on, so the alpha loss alone trains every connector."""
+    torch.manual_seed(0)
+    model = build(family, "student", cross_layer=True)
+    image, _ = inputs("student")
+    model(image).alpha_logits.square().mean().backward()
+    for conv in model.connectors.convs:
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
 def test_loading_files_not_made_by_ppid_is_a_clear_error(tmp_path):
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import PpidError
+from .data.datasets import read_split
 from .io import atomic_path, list_images, read_alpha, read_trimap
 from .metrics import CONN_STEP, GRAD_SIGMA, METRICS, REGIONS, UNITS, metrics_by_region
 
@@ -38,27 +39,6 @@ def resolve_regions(region, have_trimaps):
     if "transition" in regions and not have_trimaps:
         raise PpidError(f"region {region!r} needs trimaps (--trimap DIR): the transition region is trimap == 128")
     return regions
-
-
-def read_split(path):
-    """`name group` lines -> {name: group}; blank lines and '#' comments are skipped."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise PpidError(f"{path}: cannot read split file ({err})") from None
-    groups = {}
-    for number, line in enumerate(lines, 1):
-        fields = line.split("#", 1)[0].split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise PpidError(f"{path}:{number}: expected 'name group', got {line.strip()!r}")
-        name, group = fields
-        if groups.get(name, group) != group:
-            raise PpidError(f"{path}:{number}: {name!r} is listed in groups {groups[name]!r} and {group!r}")
-        groups[name] = group
-    return groups
 
 
 def group_of(name, split):

@@ -92,15 +92,19 @@ def read_name_list(path):
 
 
 def read_split(path):
-    """A `NAME group` file (one pair a line, `#` comments) -> {stem: group}."""
+    """A `NAME group` file -> {stem: group}: one pair a line, blank lines and `#` comments skipped;
+    a name listed in two groups is an error."""
     groups = {}
     for lineno, line in read_name_list(path):
-        if line.startswith("#"):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
             continue
-        parts = line.split()
-        if len(parts) != 2:
+        if len(fields) != 2:
             raise PpidError(f"{path}:{lineno}: expected 'NAME group', got {line!r}")
-        groups[_stem(parts[0])] = parts[1]
+        name, group = _stem(fields[0]), fields[1]
+        if groups.get(name, group) != group:
+            raise PpidError(f"{path}:{lineno}: {name!r} is listed in groups {groups[name]!r} and {group!r}")
+        groups[name] = group
     return groups
 
 

@@ -13,27 +13,12 @@ from PIL import Image, ImageDraw
 from .. import PpidError
 from ..io import list_images, read_alpha, read_image, write_image
 from .compose import composite
+from .datasets import read_split
 
 THUMB = 160  # longest side of each thumbnail, px
 LABEL_HEIGHT = 14
 PAD = 4
 COLUMNS = 4  # samples per row (each sample is two thumbnails)
-
-
-def read_split(path):
-    """`name group` lines -> {name: group}; a missing file gives {}."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    groups = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2:
-            raise PpidError(f"{path}:{number}: expected 'name group', got {line.strip()!r}")
-        groups[parts[0]] = parts[1]
-    return groups
 
 
 def _resize(img, size):
@@ -84,7 +69,7 @@ def preview_grid(root, out, max_items=24):
     samples = _samples(root)
     if not samples:
         raise PpidError(f"{root}: no samples found")
-    groups = read_split(root / "split.txt")
+    groups = read_split(root / "split.txt") if (root / "split.txt").is_file() else {}
     picks = np.unique(np.linspace(0, len(samples) - 1, min(max_items, len(samples))).round().astype(int))
     cell_w, cell_h = 2 * THUMB + PAD, THUMB + LABEL_HEIGHT
     rows = -(-len(picks) // COLUMNS)

@@ -73,6 +73,19 @@ class CrossLayerConnectors(nn.Module):
         return f_n + cross, cross
 
 
+def kaiming_init(model):
+    """Kaiming-normal (fan_out, ReLU gain) convs with zero biases; BN weight 1, bias 0: the
+    initialisation of torchvision's VGG and MobileNetV2 and of the DIM / IndexNet originals."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def pad_to_multiple(x, multiple=STRIDE):
     """Pad H and W up to a multiple (reflect; replicate where the input is too small to reflect).
     Returns the padded tensor and the (H, W) to crop back to."""

@@ -21,7 +21,7 @@ feature skips (only pooling indices), so that is everywhere Fbar goes.
 import torch.nn as nn
 
 from .. import PpidError
-from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention
+from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, kaiming_init
 
 ENCODER_WIDTHS = (64, 128, 256, 512, 512)
 ENCODER_DEPTHS = (2, 2, 3, 3, 3)
@@ -83,7 +83,7 @@ class DIMNet(MattingNet):
         )
         self.attention = nn.ModuleList(SpatialAttention() for _ in ATTENTION_STRIDES)
         self.connectors = CrossLayerConnectors(ENCODER_WIDTHS) if cross_layer else None
-        init_weights(self)
+        kaiming_init(self)
 
     def forward_features(self, x):
         enc, cross, indices = [], [], []
@@ -108,17 +108,6 @@ class DIMNet(MattingNet):
                 y, tap = self.attention[ATTENTION_STRIDES.index(stride)](y)
                 dec.append(tap)
         return MattingOutput(alpha=None, alpha_logits=y, enc=enc, dec=dec, cross=cross)
-
-
-def init_weights(model):
-    """As torchvision's VGG: kaiming-normal (fan_out, ReLU) convs with zero bias; BN weight 1, bias 0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def build(role, cross_layer=False, **options):

@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import PpidError
-from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention
+from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, kaiming_init
 
 # MobileNetV2 inverted-residual settings (expansion, width, blocks), torchvision features 1..17.
 MOBILENET_V2 = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1))
@@ -171,7 +171,7 @@ class IndexNet(MattingNet):
         self.attention = nn.ModuleList([SpatialAttention(), SpatialAttention()])  # strides 4, 2
         self.head = nn.Sequential(conv_bn_relu6(32, 1, 5), nn.Conv2d(1, 1, 5, padding=2, bias=False))
         self.connectors = CrossLayerConnectors(ENCODER_WIDTHS) if cross_layer else None
-        init_weights(self)
+        kaiming_init(self)
 
     def forward_features(self, x):
         enc, cross, fbar = [], [], None
@@ -205,19 +205,6 @@ class IndexNet(MattingNet):
         y, tap2 = self.attention[1](self.dec1(y, l1))
         y = self.dec0(y, l0, idx0)
         return MattingOutput(alpha=None, alpha_logits=self.head(y), enc=enc, dec=[tap4, tap2], cross=cross)
-
-
-def init_weights(model):
-    """As the original: normal(0, sqrt(2 / (k*k*C_out))) convs (kaiming fan_out), zero biases;
-    BN weight 1, bias 0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def build(role, cross_layer=False, **options):
