@@ -5,7 +5,8 @@
 #   gpu_small: IndexNet teacher -> baseline -> PPID); 4. the model, data and foreground benchmarks.
 # Each step has its own timeout, so one failure cannot eat the others' time.
 # usage (repo root): OUT=dir experiments/gpu_session.sh
-# env: TRAIN_BUDGET_S (default 240), VARIANT (gpu_small), BENCH_DEVICE (cuda), MAX_ITERATIONS (6000)
+# env: TRAIN_BUDGET_S (default 240), VARIANT (gpu_small), BENCH_DEVICE (cuda), MAX_ITERATIONS (6000),
+#      PROBE_ARGS (default "--size 256 --batch-size 32 --steps 15 --warmup 5", as gpu_small trains)
 set -uo pipefail
 out=${OUT:?set OUT}
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 PPID_CMD="python -m ppid"
@@ -20,29 +21,29 @@ note "environment"
 { nvidia-smi 2>&1 || true; python -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"; } > "$out/env.txt" 2>&1
 
 note "probe: training-step speed (indexnet, 256 px, batch 32)"
-timeout 120 python benchmarks/train_speed.py --family indexnet --size 256 --batch-size 32 --device "$dev" \
-  --steps 15 --warmup 5 --out "$out/train_speed_$dev.json" >> "$log" 2>&1 || note "probe failed"
+timeout 90 python benchmarks/train_speed.py --family indexnet ${PROBE_ARGS:---size 256 --batch-size 32 --steps 15 --warmup 5} \
+  --device "$dev" --out "$out/train_speed_$dev.json" >> "$log" 2>&1 || note "probe failed"
 iterations=$(python - "$out/train_speed_$dev.json" "$budget" "${MAX_ITERATIONS:-6000}" <<'PY'
 import json, sys
 try:
     modes = json.load(open(sys.argv[1]))["modes"]
     per_round = sum(m["ms_per_step"] for m in modes.values()) * 1.2 / 1000  # +20% for the augmenter
-    print(max(200, min(int(sys.argv[3]), int(float(sys.argv[2]) / per_round))))
-except Exception:
-    print(1000)
+    print(min(int(sys.argv[3]), max(200, int(float(sys.argv[2]) / per_round))))
+except Exception:  # no probe: a conservative count
+    print(min(1000, int(sys.argv[3])))
 PY
 )
 note "experiment: $variant with $iterations iterations per model"
 rm -rf "$exp"
-ITERATIONS=$iterations SYNTH_WORKERS=12 timeout $((budget + 200)) experiments/distill.sh "$variant" "$exp" indexnet \
+ITERATIONS=$iterations SYNTH_WORKERS=12 timeout $((budget + 150)) experiments/distill.sh "$variant" "$exp" indexnet \
   > "$out/experiment.log" 2>&1 || note "experiment failed or timed out (see experiment.log)"
 cp "$exp/table.txt" "$out/table.txt" 2>/dev/null
 (cd "$exp" 2>/dev/null && tar czf "$out/experiment.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude=data \
   table.txt results.json teacher student ppid 2>/dev/null)
 
 note "benchmarks"
-timeout 100 python benchmarks/models_speed.py --device "$dev" --out "$out/models_speed_$dev.json" >> "$log" 2>&1 || note "models_speed failed"
-timeout 60 python benchmarks/data_speed.py --device cpu "$dev" --batch-size 32 --out "$out/data_speed_$dev.json" >> "$log" 2>&1 || note "data_speed failed"
-timeout 40 python benchmarks/foreground_speed.py --device "$dev" --out "$out/foreground_speed_$dev.json" >> "$log" 2>&1 || note "foreground_speed failed"
+timeout 90 python benchmarks/models_speed.py --device "$dev" --out "$out/models_speed_$dev.json" >> "$log" 2>&1 || note "models_speed failed"
+timeout 50 python benchmarks/data_speed.py --device cpu "$dev" --batch-size 32 --out "$out/data_speed_$dev.json" >> "$log" 2>&1 || note "data_speed failed"
+timeout 30 python benchmarks/foreground_speed.py --device "$dev" --out "$out/foreground_speed_$dev.json" >> "$log" 2>&1 || note "foreground_speed failed"
 note "done"
 cat "$out/table.txt" 2>/dev/null
