@@ -42,7 +42,7 @@ def dataset(tmp_path_factory):
 
 def tiny(dataset, out, **extra):
     cfg = {
-        "data": {"train_root": str(dataset), "size": 32, "workers": 0},
+        "data": {"train_root": str(dataset), "val_root": None, "size": 32, "workers": 0},
         "optim": {"iterations": 4, "batch_size": 2},
         "train": {"device": "cpu", "log_every": 1, "val_every": 1000, "image_every": 0, "ckpt_every": 1, "out": str(out)},
     }
