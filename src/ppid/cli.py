@@ -12,14 +12,14 @@ from . import PpidError, __version__
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "data": ("ppid.data.cli", "synthesise, preview, check and build matting datasets"),
-    "models": ("ppid.models.cli", "list the networks with parameter counts beside the paper's"),
-    "train": ("ppid.train", "train a teacher, a baseline student or a PPID student from a config"),
-    "evaluate": ("ppid.evaluate", "SAD/MSE/Grad/Conn of predicted alpha folders, paper-style table"),
-    "predict": ("ppid.predict", "alpha, RGBA cut-out, foreground and composites for photos"),
-    "export": ("ppid.export", "export a model to ONNX and check it against onnxruntime"),
-    "viz": ("ppid.viz", "per-image visual reports: image | trimap | GT | teacher | student | error"),
-    "demo": ("ppid.demo", "end-to-end demo on synthetic data: teacher, student, PPID student, table"),
+    "data": ("ppid.data.cli", "synthesise, preview, check and build datasets"),
+    "models": ("ppid.models.cli", "the nine networks, parameters beside the paper's"),
+    "train": ("ppid.train", "train a teacher, baseline or PPID student"),
+    "evaluate": ("ppid.evaluate", "SAD/MSE/Grad/Conn tables for predictions or models"),
+    "predict": ("ppid.predict", "alpha, RGBA cut-outs and composites for photos"),
+    "export": ("ppid.export", "export to ONNX, checked against onnxruntime"),
+    "viz": ("ppid.viz", "visual reports: GT, teacher, student, error, attention"),
+    "demo": ("ppid.demo", "end-to-end demo on the synthetic benchmark"),
 }
 
 
