@@ -233,7 +233,7 @@ def test_nonfinite_losses_are_skipped_then_abort(dataset, tmp_path, monkeypatch)
 def test_every_config_trains_a_few_steps(path, dataset, teachers, tmp_path):
     cfg = load_config(path)
     overrides = tiny(dataset, tmp_path, optim={"iterations": 2}, train={"ckpt_every": 2})
-    overrides["data"]["size"] = 64
+    overrides["data"]["size"] = 32
     if cfg["mode"] == "ppid":
         overrides["distill"] = {"teacher": str(teachers[cfg["model"]["family"]])}
     from ppid.cli import main
