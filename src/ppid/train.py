@@ -383,7 +383,7 @@ def _rank_checksums(module, device, world):
 def _progress(start, total, enabled):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=start, disable=not enabled, desc="train", unit="it", dynamic_ncols=True)
+    return tqdm(total=total, initial=start, disable=not enabled, desc="train", unit="it", dynamic_ncols=True, mininterval=2.0)
 
 
 class RunLogger:
