@@ -41,38 +41,6 @@ def test_forward_backward_and_tap_shapes(role, cross_layer):
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
 
 
-def test_teacher_output_depends_on_trimap():
-    torch.manual_seed(0)
-    model = build("dim", "teacher").eval()
-    image, trimap = inputs()
-    with torch.no_grad():
-        a = model(image, trimap).alpha
-        b = model(image, 1 - trimap).alpha
-    assert (a - b).abs().max() > 1e-4
-
-
-def test_trimap_rules():
-    image, trimap = inputs(n=1)
-    with pytest.raises(PpidError, match="takes no trimap"):
-        build("dim", "student")(image, trimap)
-    with pytest.raises(PpidError, match="needs a trimap"):
-        build("dim", "teacher")(image)
-    with pytest.raises(PpidError, match="belong to PPID students"):
-        build("dim", "teacher", cross_layer=True)
-    with pytest.raises(PpidError, match="dim takes no build options, got width"):
-        build("dim", "student", width=2)
-
-
-def test_odd_size_gives_alpha_of_input_size_in_unit_range():
-    torch.manual_seed(0)
-    model = build("dim", "teacher").eval()
-    image, trimap = inputs(n=1, h=70, w=45)
-    with torch.no_grad():
-        alpha = model(image, trimap).alpha
-    assert alpha.shape == (1, 1, 70, 45)
-    assert torch.isfinite(alpha).all() and alpha.min() >= 0 and alpha.max() <= 1
-
-
 def test_parameter_counts_match_the_reference_dim():
     teacher, student = build("dim", "teacher"), build("dim", "student")
     # Per-block counts of the reference DIMModel (4 input channels): 25,582,595 in all.

@@ -89,27 +89,6 @@ def test_forward_backward_and_taps(models, name):
             assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
 
 
-def test_roles_and_trimap(models):
-    image, trimap = sample()
-    with pytest.raises(PpidError, match="takes no trimap"):
-        models["student"](image, trimap)
-    with pytest.raises(PpidError, match="needs a trimap"):
-        models["teacher"](image)
-    teacher = models["teacher"].eval()
-    with torch.no_grad():
-        a = teacher(image, trimap).alpha
-        b = teacher(image, 1.0 - trimap).alpha
-    assert (a - b).abs().max() > 1e-4
-
-
-def test_odd_size_gives_alpha_of_the_input_size(models):
-    image = torch.rand(1, 3, 70, 45)
-    with torch.no_grad():
-        alpha = models["student"].eval()(image).alpha
-    assert alpha.shape == (1, 1, 70, 45)
-    assert torch.isfinite(alpha).all() and alpha.min() >= 0 and alpha.max() <= 1
-
-
 def reference_gca(gca, guidance, feature, unknown):
     """One sample at a time, as the original: conv2d with the normalised guidance patches as
     kernels, known/unknown scales from 3x3 patch means, conv_transpose2d with the feature patches."""

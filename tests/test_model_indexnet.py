@@ -49,44 +49,12 @@ def test_forward_backward_and_tap_shapes(role, cross_layer):
     assert all(p.grad is not None for p in model.parameters())  # no dead branch
 
 
-def test_teacher_output_depends_on_trimap():
-    torch.manual_seed(0)
-    model = build("indexnet", "teacher").eval()
-    image, trimap = inputs()
-    with torch.no_grad():
-        a = model(image, trimap).alpha
-        b = model(image, 1 - trimap).alpha
-    assert (a - b).abs().max() > 1e-4
-
-
-def test_trimap_rules_and_options():
-    image, trimap = inputs(n=1)
-    with pytest.raises(PpidError, match="takes no trimap"):
-        build("indexnet", "student")(image, trimap)
-    with pytest.raises(PpidError, match="needs a trimap"):
-        build("indexnet", "teacher")(image)
-    with pytest.raises(PpidError, match="belong to PPID students"):
-        build("indexnet", "teacher", cross_layer=True)
-    with pytest.raises(PpidError, match="no build options.*width"):
-        build("indexnet", "student", width=2)
-
-
 def test_training_on_a_single_image_is_a_clear_error():
     image, _ = inputs(n=1)
     model = build("indexnet", "student")
     with pytest.raises(PpidError, match="batches of 2 or more"):
         model(image)
     assert model.eval()(image).alpha.shape == (1, 1, 64, 64)  # inference on one image is fine
-
-
-def test_odd_size_gives_alpha_of_input_size_in_unit_range():
-    torch.manual_seed(0)
-    model = build("indexnet", "teacher").eval()
-    image, trimap = inputs(n=1, h=70, w=45)
-    with torch.no_grad():
-        alpha = model(image, trimap).alpha
-    assert alpha.shape == (1, 1, 70, 45)
-    assert torch.isfinite(alpha).all() and alpha.min() >= 0 and alpha.max() <= 1
 
 
 def test_parameter_counts_match_the_reference_indexnet():

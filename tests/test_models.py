@@ -167,6 +167,23 @@ def test_teachers_need_a_trimap_and_students_refuse_one(family):
         build(family, "student")(image, trimap)
     with pytest.raises(PpidError, match="PPID students"):
         build(family, "teacher", cross_layer=True)
+    with pytest.raises(PpidError, match=f"{family} takes no build options, got width"):
+        build(family, "student", width=2)
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=[pytest.mark.slow] if f in SLOW_FORWARD else []) for f in FAMILIES])
+def test_teacher_uses_the_trimap_and_odd_sizes_come_back_whole(family):
+    torch.manual_seed(0)
+    teacher = build(family, "teacher").eval()
+    image, trimap = inputs("teacher", n=1, size=64)
+    odd_image, odd_trimap = image[..., :45], trimap[..., :45]  # 64 x 45: padded to 64 x 64 inside
+    with torch.no_grad():
+        a = teacher(image, trimap).alpha
+        b = teacher(image, 1 - trimap).alpha
+        odd = teacher(odd_image, odd_trimap).alpha
+    assert (a - b).abs().max() > 1e-4
+    assert odd.shape == (1, 1, 64, 45)
+    assert torch.isfinite(odd).all() and odd.min() >= 0 and odd.max() <= 1
 
 
 def test_ppid_models_command_prints_and_writes_the_table(tmp_path, capsys):
