@@ -161,22 +161,32 @@ class MattingNet(nn.Module):
     backbone_ignored_prefixes = ("fc.", "classifier.")  # torchvision keys with no counterpart here
     first_conv_key = None  # torchvision key of the first conv ("features.0.weight", "conv1.weight")
 
+    def backbone_keys(self, own):
+        """torchvision key -> our key (in the backbone's state dict) for every tensor a torchvision
+        file provides (BN's num_batches_tracked optional). Default: the same names, all of them."""
+        return {k: k for k in own}
+
+    def after_backbone_load(self):
+        """Hook for families whose layers need fixing up once the weights are in (GCA: spectral norm)."""
+
     def load_backbone(self, path):
         """Load a torchvision-format state dict (.pth via weights_only, or .safetensors) into the
-        backbone. Classifier keys are ignored; the teacher's extra trimap input channels start at
-        zero; any other missing, unexpected or mis-shaped key is an error that lists them."""
+        backbone. Keys under `backbone_ignored_prefixes` are skipped; the teacher's extra trimap
+        input channels start at zero; any other missing, unexpected or mis-shaped key is an error
+        that lists them."""
         state = read_state_dict(path)
         backbone = getattr(self, self.backbone_attr)
         own = backbone.state_dict()
-        ignored_prefixes = self.backbone_ignored_prefixes
-        unexpected = [k for k in state if k not in own and not k.startswith(ignored_prefixes)]
-        missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+        targets = self.backbone_keys(own)
+        ignored = self.backbone_ignored_prefixes
+        unexpected = [k for k in state if k not in targets and not k.startswith(ignored) and not k.endswith("num_batches_tracked")]
+        missing = [k for k in targets if k not in state and not k.endswith("num_batches_tracked")]
         mismatched = []
         new = {}
-        for k, v in state.items():
-            if k not in own:
+        for k, ours in targets.items():
+            if k not in state:
                 continue
-            target = own[k]
+            v, target = state[k], own[ours]
             if k == self.first_conv_key and v.dim() == 4 and target.shape[1] > v.shape[1] == 3:
                 w = torch.zeros_like(target)
                 w[:, :3] = v
@@ -184,7 +194,7 @@ class MattingNet(nn.Module):
             if v.shape != target.shape:
                 mismatched.append(f"{k} {tuple(v.shape)} vs {tuple(target.shape)}")
                 continue
-            new[k] = v.to(target.dtype)
+            new[ours] = v.to(target.dtype)
         if missing or unexpected or mismatched:
             parts = []
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
@@ -192,6 +202,7 @@ class MattingNet(nn.Module):
                     parts.append(f"{label} ({len(keys)}): " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else ""))
             raise PpidError(f"{path}: backbone weights do not fit {type(backbone).__name__}: " + "; ".join(parts))
         backbone.load_state_dict(new, strict=False)
+        self.after_backbone_load()
 
 
 def read_state_dict(path):

@@ -39,7 +39,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .. import PpidError
-from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, read_state_dict
+from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention
 
 ENCODER_WIDTHS = (32, 64, 128, 256, 512)  # tap widths at strides 2, 4, 8, 16, 32
 ENCODER_DEPTHS = (3, 4, 4, 2)  # BasicBlocks in layer1..layer4
@@ -278,40 +278,22 @@ class GCAMatting(MattingNet):
         y = F.leaky_relu(d.bn1(d.conv1(y)), 0.2) + skip1
         return MattingOutput(alpha=None, alpha_logits=d.conv2(y), enc=enc, dec=[tap4, tap2], cross=cross)
 
-    def load_backbone(self, path):
-        """Load torchvision resnet34 weights (.pth or .safetensors) into encoder.layer1..layer4.
+    # torchvision's stem, surplus blocks and fc have no counterpart here (module docstring)
+    backbone_ignored_prefixes = TORCHVISION_SKIPPED
 
-        torchvision's stem, surplus blocks and fc are skipped on purpose (module docstring); a
-        missing, unexpected or mis-shaped key is an error listing them. Spectral norm keeps the raw
-        weight, so after loading each loaded conv's u, v are re-estimated and the following BN's
-        running statistics divided by sigma (mean) and sigma^2 (var): conv + BN then compute what
-        torchvision's conv + BN compute."""
-        state = read_state_dict(path)
-        own = self.encoder.state_dict()
-        targets = {  # torchvision key -> our key
+    def backbone_keys(self, own):
+        """resnet34's layer1..layer4 keys -> ours; spectral norm keeps each conv's raw weight under
+        another name, and its u, v are ours alone."""
+        return {
             k.replace(SN_WEIGHT, "weight"): k
             for k in own
             if k.startswith("layer") and ".parametrizations.weight.0." not in k and not k.endswith("num_batches_tracked")
         }
-        missing = [k for k in targets if k not in state]
-        unexpected = [
-            k
-            for k in state
-            if k not in targets and not k.startswith(TORCHVISION_SKIPPED) and not k.endswith("num_batches_tracked")
-        ]
-        mismatched = [
-            f"{k} {tuple(state[k].shape)} vs {tuple(own[v].shape)}"
-            for k, v in targets.items()
-            if k in state and state[k].shape != own[v].shape
-        ]
-        if missing or unexpected or mismatched:
-            parts = [
-                f"{label} ({len(keys)}): " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "")
-                for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
-                if keys
-            ]
-            raise PpidError(f"{path}: backbone weights do not fit the GCA encoder: " + "; ".join(parts))
-        self.encoder.load_state_dict({v: state[k].to(own[v].dtype) for k, v in targets.items()}, strict=False)
+
+    def after_backbone_load(self):
+        """Re-estimate each loaded conv's spectral norm and divide the following BN's running
+        statistics by sigma (mean) and sigma^2 (var): conv + BN then compute what torchvision's
+        conv + BN compute."""
         for name, module in self.encoder.named_modules():
             if name.startswith("layer") and parametrize.is_parametrized(module, "weight"):
                 sigma = refresh_spectral_norm(module)
