@@ -257,6 +257,8 @@ def predict_testset(model, testset, device, max_items=None, amp=None):
     originals; students get RGB only and are never clamped."""
     import torch
 
+    from .models.common import clamp_to_trimap
+
     model.eval()
     is_teacher = model.role == "teacher"
     rows = []
@@ -271,9 +273,10 @@ def predict_testset(model, testset, device, max_items=None, amp=None):
                     raise PpidError(f"{item['name']}: the test set has no trimap, which the teacher needs")
                 trimap = torch.from_numpy(item["trimap"].astype(np.float32) / 255.0)[None, None].to(device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                alpha = model(image, trimap).alpha.float()[0, 0].cpu().numpy()
+                alpha = model(image, trimap).alpha.float()
             if is_teacher:
-                alpha = np.where(item["trimap"] == 255, 1.0, np.where(item["trimap"] == 0, 0.0, alpha))
+                alpha = clamp_to_trimap(alpha, trimap)
+            alpha = alpha[0, 0].cpu().numpy()
             rows.append((item["name"], alpha, item["alpha"], item["trimap"], item["group"]))
     return rows
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from . import PpidError
 from .data.compose import composite as compose
 from .foreground import estimate_foreground_torch
+from .models.common import clamp_to_trimap
 from .io import IMAGE_EXTENSIONS, list_images, read_image, read_trimap, snap_trimap, write_image
 
 OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
@@ -41,12 +42,6 @@ def resolve_device(name="auto"):
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PpidError(f"device {name!r} requested but CUDA is not available")
     return torch.device(name)
-
-
-def clamp_to_trimap(alpha, trimap):
-    """A teacher's alpha with the trimap's known regions imposed (trimap in {0, 0.5, 1}), as the
-    trimap-based originals report it."""
-    return torch.where(trimap == 0, 0.0, torch.where(trimap == 1, 1.0, alpha))
 
 
 def to_rgb_array(image, name="image"):

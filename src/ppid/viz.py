@@ -24,7 +24,8 @@ from .data.datasets import CompositeTestSet
 from .io import write_image
 from .metrics import mse, sad
 from .models.common import STRIDE
-from .predict import clamp_to_trimap, resolve_device
+from .models.common import clamp_to_trimap
+from .predict import resolve_device
 
 LABEL_HEIGHT = 14
 GAP = 4

@@ -86,6 +86,12 @@ def kaiming_init(model):
             nn.init.zeros_(m.bias)
 
 
+def clamp_to_trimap(alpha, trimap):
+    """A teacher's alpha with the trimap's known regions imposed (trimap in {0, 0.5, 1}), as the
+    trimap-based originals report it."""
+    return torch.where(trimap == 0, 0.0, torch.where(trimap == 1, 1.0, alpha))
+
+
 def pad_to_multiple(x, multiple=STRIDE):
     """Pad H and W up to a multiple (reflect; replicate where the input is too small to reflect).
     Returns the padded tensor and the (H, W) to crop back to."""
