@@ -99,7 +99,7 @@ def make_batches(cfg, device, start_step, rank, world, generator_state=None):
         source, d["size"], crop_sizes=d["crop_sizes"], jitter=d["jitter"], seed=cfg["train"]["seed"],
         length=total * o["batch_size"],
     )
-    indices = [s * o["batch_size"] + rank * per_rank + k for s in range(start_step, total) for k in range(per_rank)]
+    indices = StepSampler(start_step, total, o["batch_size"], rank, per_rank)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=per_rank,
@@ -114,6 +114,22 @@ def make_batches(cfg, device, start_step, rank, world, generator_state=None):
     while True:
         for batch in loader:
             yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, None
+
+
+class StepSampler:
+    """Dataset indices of this rank's samples for steps start..total-1, generated lazily (the
+    paper's 50k steps x 64 would otherwise be a 3.2M-element list per rank)."""
+
+    def __init__(self, start, total, batch_size, rank, per_rank):
+        self.start, self.total, self.batch_size, self.rank, self.per_rank = start, total, batch_size, rank, per_rank
+
+    def __len__(self):
+        return (self.total - self.start) * self.per_rank
+
+    def __iter__(self):
+        for step in range(self.start, self.total):
+            first = step * self.batch_size + self.rank * self.per_rank
+            yield from range(first, first + self.per_rank)
 
 
 # -- models and objective ------------------------------------------------------------------------
