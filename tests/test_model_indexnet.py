@@ -4,6 +4,7 @@ loading, index-block semantics."""
 import pytest
 import torch
 
+from helpers import random_batch
 from ppid import PpidError
 from ppid.models import PAPER_PARAMS, build, count_parameters
 from ppid.models.indexnet import IndexBlock
@@ -16,10 +17,7 @@ BLOCKS += [(6, 160, 320)]
 
 
 def inputs(n=2, h=64, w=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    image = torch.rand(n, 3, h, w, generator=g)
-    trimap = torch.randint(0, 3, (n, 1, h, w), generator=g).float() / 2
-    return image, trimap
+    return random_batch(n, h, w, seed)
 
 
 @pytest.mark.parametrize("role,cross_layer", [("teacher", False), ("student", False), ("student", True)])

@@ -8,6 +8,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from helpers import random_batch
 from ppid import PpidError
 from ppid.cli import main
 from ppid.models import PAPER_PARAMS, build, count_parameters, list_models, load_model, save_model
@@ -34,9 +35,7 @@ FAMILIES = sorted({s[0] for s in ALL})
 
 
 def inputs(role, n=2, size=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    image = torch.rand(n, 3, size, size, generator=g)
-    trimap = torch.randint(0, 3, (n, 1, size, size), generator=g).float() / 2
+    image, trimap = random_batch(n, size, size, seed)
     return image, (trimap if role == "teacher" else None)
 
 
