@@ -1,11 +1,12 @@
 """Training-step speed of the engine for teacher, baseline-student and PPID-student steps.
 
 Times the real objective (ppid.train.Objective: alpha loss, + CLSD + ALD with a frozen teacher for
-PPID) with SGD, bf16 autocast and channels_last on CUDA, float32 on CPU, on batches from the GPU
-batch augmenter when --data is given (random tensors otherwise). Writes JSON: ms per step,
-samples/s and peak memory per mode.
+PPID) with SGD, autocast as train.amp gives it (`--amps none bf16` times both in one run; channels_last
+on CUDA), on batches from the GPU batch augmenter when --data is given (random tensors otherwise).
+Writes JSON: ms per step, samples/s and peak memory per precision and mode.
 
     python benchmarks/train_speed.py --family indexnet --size 256 --batch-size 32 --device cuda --out r.json
+    python benchmarks/train_speed.py --device cpu --size 128 --batch-size 8 --amps none bf16 --out r.json
 """
 
 import argparse
@@ -19,7 +20,7 @@ import torch
 
 from ppid.config import load_config
 from ppid.models import build
-from ppid.train import Objective
+from ppid.train import Objective, autocast_dtype
 
 
 def batches(args, device):
@@ -40,7 +41,7 @@ def batches(args, device):
         yield aug.sample(args.batch_size, gen)
 
 
-def time_mode(mode, args, device):
+def time_mode(mode, args, device, amp):
     cfg = load_config(None, {"mode": mode, "model": {"family": args.family}, "distill": {"teacher": "unused"} if mode == "ppid" else {}})
     torch.manual_seed(0)
     model = build(args.family, "teacher" if mode == "teacher" else "student", cross_layer=mode == "ppid").to(device)
@@ -65,7 +66,7 @@ def time_mode(mode, args, device):
         batch = next(source)
         if cuda:
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
             t_out = None
             if teacher is not None:
                 with torch.no_grad():
@@ -92,6 +93,7 @@ def main():
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amps", nargs="+", default=["bf16"], choices=("none", "bf16", "fp16"), help="train.amp values to time")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--data", type=Path, help="dataset folder for the GPU batch augmenter (default: random tensors)")
@@ -102,11 +104,14 @@ def main():
     result = {
         "benchmark": "train_speed",
         "family": args.family, "size": args.size, "batch_size": args.batch_size, "device": str(device),
-        "precision": "bf16 autocast, channels_last" if device.type == "cuda" else "float32",
+        "channels_last": device.type == "cuda",
         "data": "batch augmenter" if args.data else "random tensors",
         "machine": {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "modes": {mode: time_mode(mode, args, device) for mode in args.modes},
+        "precisions": {
+            name: {"autocast": str(autocast_dtype(name, device)), "modes": {mode: time_mode(mode, args, device, autocast_dtype(name, device)) for mode in args.modes}}
+            for name in args.amps
+        },
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -84,22 +84,33 @@ def test_transition_mask_any_pixel_rule():
     assert torch.equal(r, expected)
 
 
-def test_attention_map_has_mean_one_and_sharpens_with_temperature():
+def test_attention_map_normalisations_and_temperature():
     logits = torch.randn(2, 1, 5, 5)
-    m = attention_map(logits, 0.5)
-    assert torch.allclose(m.mean(dim=(1, 2, 3)), torch.ones(2))
+    assert torch.allclose(attention_map(logits, 0.5, "softmax").sum(dim=(1, 2, 3)), torch.ones(2))
+    for norm in ("positions", "fgd"):  # H*W*softmax: mean 1
+        assert torch.allclose(attention_map(logits, 0.5, norm).mean(dim=(1, 2, 3)), torch.ones(2))
     assert attention_map(logits, 0.1).max() > attention_map(logits, 1.0).max()
+    with pytest.raises(ValueError):
+        attention_map(logits, 0.5, "bogus")
 
 
-def test_ald_hand_computed_and_ablations():
+# 4x4 tap, 8 transition cells, 3 channels with squared difference 1, uniform attention:
+# positions: M = 1, summed over cells -> 24; softmax: M = 1/16 -> 1.5; fgd: M = 1, / 8 cells -> 3.
+@pytest.mark.parametrize("norm, feature_sum", [("positions", 24.0), ("softmax", 1.5), ("fgd", 3.0)])
+def test_ald_hand_computed_per_reading(norm, feature_sum):
     trimap = torch.zeros(1, 1, 4, 4)
-    trimap[..., :2, :] = 0.5  # 8 transition cells
-    flat = torch.zeros(1, 1, 4, 4)  # uniform attention: M = 1
+    trimap[..., :2, :] = 0.5
+    flat = torch.zeros(1, 1, 4, 4)
     teacher, student = _taps(1.0, flat), _taps(0.0, flat)
-    full = ald_loss(teacher, student, trimap, "ald", alpha=0.5, beta=0.1, temperature=0.5)
-    assert full["ald_f"].item() == pytest.approx(0.5 * 8 * 3)  # 8 cells x 3 channels x diff^2 = 1
+    full = ald_loss(teacher, student, trimap, "ald", alpha=0.5, beta=0.1, temperature=0.5, norm=norm)
+    assert full["ald_f"].item() == pytest.approx(0.5 * feature_sum)
     assert full["ald_a"].item() == pytest.approx(0.0)
-    assert ald_loss(teacher, student, trimap, "ld", alpha=0.5)["ald_f"].item() == pytest.approx(12.0)
+    assert ald_loss(teacher, student, trimap, "ld", alpha=0.5, norm=norm)["ald_f"].item() == pytest.approx(0.5 * feature_sum)
+
+
+def test_ablation_terms():
+    trimap = torch.full((1, 1, 4, 4), 0.5)
+    teacher, student = _taps(1.0, torch.randn(1, 1, 4, 4)), _taps(0.0, torch.randn(1, 1, 4, 4))
     assert set(ald_loss(teacher, student, trimap, "ld")) == {"ald_f"}
     assert set(ald_loss(teacher, student, trimap, "ald_f")) == {"ald_f"}
     assert set(ald_loss(teacher, student, trimap, "ald_a")) == {"ald_a"}
@@ -108,16 +119,32 @@ def test_ald_hand_computed_and_ablations():
         ald_loss(teacher, student, trimap, "bogus")
 
 
-def test_ald_attention_term_and_focus():
+@pytest.mark.parametrize("norm", ["softmax", "positions", "fgd"])
+def test_ld_is_ald_feature_term_with_uniform_attention(norm):
+    trimap = torch.zeros(2, 1, 8, 8)
+    trimap[..., 2:6, 1:7] = 0.5
+    g = torch.Generator().manual_seed(0)
+    t_feat, s_feat = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    attended = [DecoderTap(t_feat, 3 * torch.randn(2, 1, 4, 4, generator=g))]
+    uniform = [DecoderTap(t_feat, torch.zeros(2, 1, 4, 4))]
+    student = [DecoderTap(s_feat, torch.randn(2, 1, 4, 4, generator=g))]
+    ld = ald_loss(attended, student, trimap, "ld", alpha=1.0, norm=norm)["ald_f"]
+    assert ld.item() == pytest.approx(ald_loss(uniform, student, trimap, "ald_f", alpha=1.0, norm=norm)["ald_f"].item())
+    assert ld.item() != pytest.approx(ald_loss(attended, student, trimap, "ald_f", alpha=1.0, norm=norm)["ald_f"].item())
+
+
+@pytest.mark.parametrize("norm", ["softmax", "positions", "fgd"])
+def test_ald_attention_term_and_focus(norm):
     trimap = torch.full((1, 1, 4, 4), 0.5)
     t_logits = torch.zeros(1, 1, 4, 4)
     t_logits[..., 0, 0] = 5.0  # the teacher attends to one cell
     s_logits = torch.zeros(1, 1, 4, 4, requires_grad=True)
     teacher, student = _taps(1.0, t_logits), _taps(0.0, s_logits)
-    terms = ald_loss(teacher, student, trimap, "ald", alpha=1.0, beta=1.0, temperature=0.5)
-    m_t = attention_map(t_logits, 0.5)
-    assert terms["ald_a"].item() == pytest.approx((m_t - 1.0).abs().sum().item(), rel=1e-5)
-    assert terms["ald_f"].item() == pytest.approx(3 * m_t.sum().item(), rel=1e-5)
+    terms = ald_loss(teacher, student, trimap, "ald", alpha=1.0, beta=1.0, temperature=0.5, norm=norm)
+    m_t, m_s = attention_map(t_logits, 0.5, norm), attention_map(s_logits.detach(), 0.5, norm)
+    assert terms["ald_a"].item() == pytest.approx((m_t - m_s).abs().sum().item(), rel=1e-5)
+    cells = 16 if norm == "fgd" else 1
+    assert terms["ald_f"].item() == pytest.approx(3 * m_t.sum().item() / cells, rel=1e-5)
     terms["ald_a"].backward()
     assert s_logits.grad is not None and s_logits.grad.abs().sum() > 0
 

@@ -29,6 +29,7 @@ DEFAULTS = {
         "beta": 0.0002,
         "gamma": 1.0,
         "temperature": 0.5,
+        "attention_norm": "fgd",  # ALD's M: softmax | positions | fgd (docs/training.md, calibration)
         "gc_ratio": 2,
         "reduction": "mean",  # CLSD squared error: mean over elements | sum over C,H,W (diverges, docs/training.md)
     },
@@ -56,7 +57,7 @@ DEFAULTS = {
     },
     "train": {
         "device": "auto",  # auto | cpu | cuda
-        "amp": "bf16",  # bf16 | fp16 | none (CUDA only; CPU runs float32)
+        "amp": "bf16",  # bf16 | fp16 | none; on the CPU bf16 where it has native bf16 (else float32)
         "channels_last": True,  # CUDA only
         "seed": 0,
         "log_every": 20,
@@ -145,6 +146,8 @@ def validate(cfg):
         raise PpidError(f"distill.semantic must be none|sd|clsd, got {d['semantic']!r}")
     if d["local"] not in ("none", "ld", "ald", "ald_f", "ald_a"):
         raise PpidError(f"distill.local must be none|ld|ald|ald_f|ald_a, got {d['local']!r}")
+    if d["attention_norm"] not in ("softmax", "positions", "fgd"):
+        raise PpidError(f"distill.attention_norm must be softmax|positions|fgd, got {d['attention_norm']!r}")
     if cfg["mode"] == "ppid" and not d["teacher"]:
         raise PpidError("mode ppid needs distill.teacher (the trained teacher's weights file)")
     if cfg["data"]["size"] % 32:

@@ -176,7 +176,10 @@ class Objective(nn.Module):
             if self.clsd is not None:
                 distill.update(self.clsd(teacher_out, out))
             distill.update(
-                ald_loss(teacher_out.dec, out.dec, batch["trimap"], self.d["local"], self.d["alpha"], self.d["beta"], self.d["temperature"])
+                ald_loss(
+                    teacher_out.dec, out.dec, batch["trimap"], self.d["local"], self.d["alpha"], self.d["beta"],
+                    self.d["temperature"], self.d["attention_norm"],
+                )
             )
             terms.update(distill)
             if distill:
@@ -184,6 +187,28 @@ class Objective(nn.Module):
                 total = total + self.d["gamma"] * terms["distill"]
         terms["total"] = total
         return terms, out
+
+
+def autocast_dtype(amp, device):
+    """The autocast dtype for train.amp on this device, or None for float32. On the CPU only bf16,
+    and only where the CPU has native bf16 (AVX512-BF16 / AMX): elsewhere it emulates and is slower."""
+    if amp == "none":
+        return None
+    if device.type == "cuda":
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    if amp == "bf16" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+RATIO_WARN = 10.0
+
+
+def distill_ratios(terms):
+    """Each distillation term over L_alpha: a term far above 1 means the student is optimising the
+    distillation rather than the matte (issue 10: ALD at 5-64x with one reading)."""
+    base = abs(float(terms["alpha"])) or 1e-12
+    return {f"ratio_{k}": float(v) / base for k, v in terms.items() if k.startswith(("clsd_", "ald_"))}
 
 
 def poly_lambda(iterations, power):
@@ -235,7 +260,9 @@ def train(cfg, resume=None):
     out_dir = Path(t_cfg["out"] or Path("runs") / cfg["name"])
     torch.manual_seed(t_cfg["seed"] + rank)
     use_cuda = device.type == "cuda"
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t_cfg["amp"]) if use_cuda else None
+    amp = autocast_dtype(t_cfg["amp"], device)
+    if is_main and t_cfg["amp"] != "none" and amp is None:
+        print(f"note: train.amp={t_cfg['amp']} is not used on this {device.type} (no native support); training in float32")
 
     model, teacher = build_models(cfg, device)
     enc_channels = None
@@ -284,6 +311,7 @@ def train(cfg, resume=None):
     progress = _progress(start_step, iterations, is_main)
     tick, seen = time.perf_counter(), 0
     gen = None
+    warned = set()  # distillation terms already reported as dominating
 
     def checkpoint(step):
         if not is_main:
@@ -345,9 +373,16 @@ def train(cfg, resume=None):
         seen += batch["image"].shape[0] * world
         done = step + 1
 
-        if done % t_cfg["log_every"] == 0 or done == iterations:
+        if done % t_cfg["log_every"] == 0 or done == iterations or step == start_step:
             elapsed = time.perf_counter() - tick
-            record = {"step": done, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": seen / max(elapsed, 1e-9), **_floats(terms)}
+            floats = _floats(terms)
+            ratios = distill_ratios(floats)
+            record = {"step": done, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": seen / max(elapsed, 1e-9), **floats, **ratios}
+            loud = {k[6:]: round(v, 1) for k, v in ratios.items() if v > RATIO_WARN and k not in warned}
+            if loud and is_main:
+                warned.update(f"ratio_{k}" for k in loud)
+                tqdm_write(f"warning: step {done}: distillation terms over {RATIO_WARN:g}x the alpha loss: {loud} "
+                           "(they dominate the matte; see docs/training.md on distill.attention_norm and the weights)")
             if use_cuda:
                 record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             logger.log(record)
@@ -359,7 +394,8 @@ def train(cfg, resume=None):
             if is_main:
                 from .evaluate import evaluate_model
 
-                summary = evaluate_model(model, testset, device, cfg["data"]["val_max_items"], amp)
+                # float32 on the CPU: bf16 there is for training speed, not for the numbers we select on
+                summary = evaluate_model(model, testset, device, cfg["data"]["val_max_items"], amp if use_cuda else None)
                 sad = summary["results"]["whole"]["all"]["sad"]
                 logger.log({"event": "validation", "step": done, "summary": summary})
                 if best is None or sad < best["SAD"]:
@@ -394,6 +430,12 @@ def _rank_checksums(module, device, world):
     gathered = [torch.zeros_like(value) for _ in range(world)]
     dist.all_gather(gathered, value.to(device))
     return [f"{g[0].item():.10e}/{g[1].item():.10e}" for g in gathered]
+
+
+def tqdm_write(text):
+    from tqdm import tqdm
+
+    tqdm.write(text)
 
 
 def _progress(start, total, enabled):
