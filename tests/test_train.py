@@ -15,12 +15,11 @@ import torch
 from PIL import Image
 
 from ppid import PpidError
-from ppid.config import load_config, parse_set
+from ppid.config import BUILTIN, load_config, parse_set
 from ppid.models import build, save_model
 from ppid.train import Objective, build_models, train
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted(BUILTIN.glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +81,22 @@ def test_unknown_keys_are_errors(tmp_path):
 
 
 def test_base_inheritance_and_set_values():
-    cfg = load_config(ROOT / "configs" / "dim_ppid_ld.yaml", parse_set(["optim.lr=0.05", "data.crop_sizes=[64, 96]"]))
+    cfg = load_config("dim_ppid_ld", parse_set(["optim.lr=0.05", "data.crop_sizes=[64, 96]"]))
     assert cfg["mode"] == "ppid" and cfg["distill"]["local"] == "ld" and cfg["distill"]["semantic"] == "clsd"
     assert cfg["distill"]["alpha"] == 0.02 and cfg["distill"]["beta"] == 0.002  # Table 5, DIM
     assert cfg["optim"]["lr"] == 0.05 and cfg["data"]["crop_sizes"] == [64, 96]
     assert cfg["optim"]["iterations"] == 50000 and cfg["optim"]["batch_size"] == 64
+
+
+def test_builtin_config_names_resolve_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the names come from the installed package
+    assert load_config("indexnet_ppid")["distill"]["local"] == "ald"
+    assert load_config("gca_ppid_sd.yaml")["distill"]["semantic"] == "sd"
+    with pytest.raises(PpidError, match="not a built-in config"):
+        load_config("indexnet_ppdi")
+    from ppid.cli import main
+
+    assert main(["train", "--list-configs"]) == 0
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])

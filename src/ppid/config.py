@@ -128,10 +128,28 @@ def parse_set(items):
     return out
 
 
+BUILTIN = Path(__file__).parent / "configs"  # shipped with the package: one per experiment of the paper
+
+
+def builtin_configs():
+    return sorted(p.stem for p in BUILTIN.glob("*.yaml"))
+
+
+def resolve_config(name_or_path):
+    """A YAML path, or a built-in experiment name (`indexnet_ppid`, `dim_ppid_ld.yaml`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = BUILTIN / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if path.parent == Path(".") and builtin.is_file():
+        return builtin
+    raise PpidError(f"{name_or_path}: no such config file, and not a built-in config (`ppid train --list-configs` lists them)")
+
+
 def load_config(path=None, overrides=None):
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        cfg = _merge(cfg, _read_yaml(path), "")
+        cfg = _merge(cfg, _read_yaml(resolve_config(path)), "")
     if overrides:
         cfg = _merge(cfg, overrides if isinstance(overrides, dict) else parse_set(overrides), "")
     validate(cfg)

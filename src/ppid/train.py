@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import PpidError
-from .config import load_config, parse_set
+from .config import builtin_configs, load_config, parse_set
 from .distill.ald import ald_loss
 from .distill.clsd import CLSD
 from .io import atomic_path, write_image
@@ -27,13 +27,17 @@ CHECKPOINT = "checkpoint_last.pt"
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", type=Path, help="experiment YAML (see configs/)")
+    parser.add_argument("--config", help="experiment YAML file, or a built-in name such as indexnet_ppid (--list-configs)")
+    parser.add_argument("--list-configs", action="store_true", help="print the built-in experiment configs and exit")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=0.05")
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT", help=f"resume from CKPT (default: <out>/{CHECKPOINT})")
     parser.add_argument("--out", type=Path, help="output folder (default: train.out or runs/<name>)")
 
 
 def run(args):
+    if args.list_configs:
+        print("\n".join(builtin_configs()))
+        return 0
     overrides = parse_set(args.set)
     if args.out is not None:
         overrides.setdefault("train", {})["out"] = str(args.out)
