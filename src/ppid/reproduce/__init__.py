@@ -1,0 +1,119 @@
+"""`ppid reproduce`: the paper's Tables 1, 3, 4 and 6 from one resumable command.
+
+    ppid reproduce --tables 1,3,4,6 --families dim,indexnet,gca --seeds 0,1,2 --budget cpu_small --out DIR
+
+plan.py makes the runs (data, teachers, baselines, PPID students, ablations, per seed), probe.py
+times them on this machine, report.py writes DIR/tables.md, DIR/tables.json and DIR/table*.png.
+DIR/.gitignore keeps weights, checkpoints, data and images out of version control, so DIR can be
+committed as the record of the results.
+"""
+
+import time
+from pathlib import Path
+
+from .. import PpidError
+from .plan import BUDGETS, FAMILIES, TABLES, execute, make_plan, prepare_data, status
+
+GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
+    "data/\n*.safetensors\n*.pt\nimages/\ntb/\n"
+
+
+def _ints(text, what):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PpidError(f"--{what} expects comma-separated integers, got {text!r}") from None
+
+
+def add_arguments(parser):
+    parser.add_argument("--tables", default=",".join(map(str, TABLES)), help="paper tables to run (default 1,3,4,6)")
+    parser.add_argument("--families", default=",".join(FAMILIES), help="network families, in the order to run them (default indexnet,gca,dim)")
+    parser.add_argument("--seeds", default="0,1,2", help="student seeds (teachers use seed 0; default 0,1,2)")
+    parser.add_argument("--budget", default="cpu_small", choices=list(BUDGETS), help="data sizes and schedule (default cpu_small)")
+    parser.add_argument("--out", required=True, type=Path, help="the plan's folder: data, runs, tables.md, tables.json, charts")
+    parser.add_argument("--iterations", type=int, help="override the budget's iterations for every run")
+    parser.add_argument("--fit", type=float, metavar="SECONDS", help="choose the iterations so that the pending runs fit in SECONDS (from a timing probe)")
+    parser.add_argument("--synth-version", type=int, default=2, choices=(1, 2), help="procedural benchmark version (default 2)")
+    parser.add_argument("--max-runs", type=int, help="stop after this many runs (the plan resumes on the next invocation)")
+    parser.add_argument("--dry-run", action="store_true", help="print the runs and a time estimate from a short probe; train nothing")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs; train nothing")
+
+
+def run(args):
+    tables = _ints(args.tables, "tables")
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    seeds = _ints(args.seeds, "seeds")
+    if not seeds:
+        raise PpidError("--seeds is empty")
+    root = args.out.resolve()
+
+    def plan(iterations):
+        return make_plan(tables, families, seeds, args.budget, iterations, args.synth_version)
+
+    runs, settings, data = plan(args.iterations)
+    if args.report_only:
+        return _report(root, runs, settings, data, tables, families, seeds, args.budget)
+
+    states = {run.folder: status(run, root) for run in runs}
+    pending = [run for run in runs if states[run.folder] != "done"]
+    if args.fit is not None or args.dry_run:
+        from .probe import estimate, fit_iterations
+
+        costs, step_cost, eval_cost = estimate(pending or runs[:1], settings)
+        if args.fit is not None:
+            iterations = fit_iterations(pending, settings, args.fit, step_cost, eval_cost)
+            if iterations < 50:
+                raise PpidError(f"the {len(pending)} pending runs do not fit in {args.fit:.0f}s on this machine even at 50 iterations")
+            print(f"reproduce: {iterations} iterations per run fit {len(pending)} runs in {args.fit:.0f}s")
+            runs, settings, data = plan(iterations)
+            states = {run.folder: status(run, root) for run in runs}
+            pending = [run for run in runs if states[run.folder] != "done"]
+            costs, _, _ = estimate(pending, settings, log=lambda *_: None) if pending else ({}, None, None)
+        if args.dry_run:
+            _print_plan(runs, states, costs, settings)
+            return 0
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ".gitignore").write_text(GITIGNORE)
+    prepare_data(root, settings, data)
+    by_folder = {run.folder: run for run in runs}
+    started, done_now = time.time(), 0
+    for i, run in enumerate(runs, 1):
+        if status(run, root) == "done":
+            continue
+        if args.max_runs is not None and done_now >= args.max_runs:
+            print(f"reproduce: stopping after {done_now} runs (--max-runs); run the same command again to continue")
+            break
+        print(f"reproduce: [{i}/{len(runs)}] {run.folder} ({status(run, root)})", flush=True)
+        result = execute(run, root, by_folder)
+        done_now += 1
+        sad = result["test"]["results"]["whole"]["all"]["sad"]
+        print(f"reproduce: {run.folder}: {result['selection']}, test whole-image SAD {sad:.3f}, "
+              f"{result['train_wall_s']:.0f}s training", flush=True)
+        _report(root, runs, settings, data, tables, families, seeds, args.budget, quiet=True)
+    _report(root, runs, settings, data, tables, families, seeds, args.budget)
+    print(f"reproduce: {done_now} runs trained in {time.time() - started:.0f}s; report in {root / 'tables.md'}")
+    return 0
+
+
+def _report(root, runs, settings, data, tables, families, seeds, budget, quiet=False):
+    from .report import write_report
+
+    doc = write_report(root, runs, settings, data, tables, families, seeds, budget)
+    if not quiet:
+        print(f"reproduce: report of {doc['runs_done']}/{doc['runs_planned']} runs: {root / 'tables.md'}")
+    return 0
+
+
+def _print_plan(runs, states, costs, settings):
+    print(f"{'run':40s} {'status':8s} {'estimate':>10s}")
+    total = 0.0
+    for run in runs:
+        seconds = costs.get(run.folder)
+        if states[run.folder] != "done" and seconds is not None:
+            total += seconds
+        shown = "-" if states[run.folder] == "done" or seconds is None else f"{seconds / 60:.1f} min"
+        print(f"{run.folder:40s} {states[run.folder]:8s} {shown:>10s}")
+    pending = sum(states[r.folder] != "done" for r in runs)
+    print(f"{len(runs)} runs, {pending} to train, {settings['iterations']} iterations each at {settings['size']} px, "
+          f"batch {settings['batch_size']}: about {total / 3600:.1f} h on this machine (probe estimate)")

@@ -1,0 +1,295 @@
+"""The reproduction plan: which runs the paper's tables need, in which order, and running them.
+
+A plan is a list of `Run`s: per family one teacher (seed 0, shared by all its students), then per
+seed the students each table needs (`TABLE_VARIANTS`). Every run has a config built from the
+family's built-in experiment config (Table 5's weights), the variant's distillation switches and
+the budget's schedule, with paths relative to the output folder. Its hash (the config plus the
+teacher's hash) names what it computes: a run whose result.json carries the same hash is done and
+skipped; a run with a checkpoint of the same config resumes from it.
+
+Protocol: students select their weights on a validation split (own foregrounds, never trained on,
+never the test set); the test set is read once per finished run, for the final tables.
+"""
+
+import copy
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from .. import PpidError
+from ..config import load_config, validate
+from ..io import atomic_path
+
+FAMILIES = ("indexnet", "gca", "dim")  # cheapest first: partial plans finish whole families
+TABLES = (1, 3, 4, 6)
+
+# The students of each table, besides the teacher every family has. "noclsd": ALD without
+# semantic distillation (Table 3's first row); "noald": CLSD without local distillation (Tables 4
+# and 6's first row); "ppid" is CLSD + ALD, the last row of every table.
+TABLE_VARIANTS = {
+    1: ("baseline", "ppid"),
+    3: ("noclsd", "sd", "ppid"),
+    4: ("noald", "ld", "ppid"),
+    6: ("noald", "ald_f", "ald_a", "ppid"),
+}
+VARIANTS = {  # variant -> (mode, distill.semantic, distill.local)
+    "baseline": ("student", None, None),
+    "ppid": ("ppid", "clsd", "ald"),
+    "noclsd": ("ppid", "none", "ald"),
+    "sd": ("ppid", "sd", "ald"),
+    "noald": ("ppid", "clsd", "none"),
+    "ld": ("ppid", "clsd", "ld"),
+    "ald_f": ("ppid", "clsd", "ald_f"),
+    "ald_a": ("ppid", "clsd", "ald_a"),
+}
+
+# Budgets: data sizes and one schedule for every run. cpu_small fits the issue-11 plan (Table 1 x 3
+# families, Tables 3/4/6 for IndexNet, 3 seeds) in about 6 hours of 2 CPU cores with bf16.
+BUDGETS = {
+    "smoke": {
+        "device": "cpu", "synth_size": 96, "n_train": 16, "n_val": 4, "n_test": 6, "test_per_fg": 1,
+        "size": 64, "batch_size": 4, "iterations": 40, "val_every": 20, "ckpt_every": 20, "log_every": 10, "workers": 0,
+    },
+    "cpu_small": {
+        "device": "cpu", "synth_size": 256, "n_train": 400, "n_val": 32, "n_test": 60, "test_per_fg": 2,
+        "size": 128, "batch_size": 8, "iterations": 2000, "val_every": 500, "ckpt_every": 100, "log_every": 50, "workers": 1,
+    },
+    "gpu_small": {
+        "device": "cuda", "synth_size": 512, "n_train": 400, "n_val": 40, "n_test": 60, "test_per_fg": 2,
+        "size": 256, "batch_size": 32, "iterations": 1500, "val_every": 500, "ckpt_every": 250, "log_every": 50, "workers": 4,
+    },
+    "paper": {  # Section 4.2 / App. A schedule on the procedural benchmark (or --data-root)
+        "device": "auto", "synth_size": 1024, "n_train": 431, "n_val": 50, "n_test": 50, "test_per_fg": 20,
+        "size": 512, "batch_size": 64, "iterations": 50000, "val_every": 5000, "ckpt_every": 1000, "log_every": 100, "workers": 8,
+    },
+}
+# Data seeds: the three splits have disjoint foregrounds (synth seeds), so validation never sees
+# training or test foregrounds. Seed 1 is the test set of the earlier experiments.
+DATA_SEEDS = {"train": 0, "test": 1, "val": 2}
+SELECTION = "val-best: the step with the lowest whole-image SAD on the validation split"
+RESULT = "result.json"
+
+
+class Run(NamedTuple):
+    family: str
+    variant: str  # "teacher" or a key of VARIANTS
+    seed: int
+    config: dict  # paths relative to the plan's folder
+    hash: str
+    teacher: str | None  # the teacher run's folder, for students that distil
+
+    @property
+    def folder(self):
+        return f"runs/{self.family}/{self.variant}/seed{self.seed}"
+
+    @property
+    def kind(self):
+        return "teacher" if self.variant == "teacher" else self.config["mode"]
+
+
+def _hash(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def budget_settings(budget, iterations=None):
+    if budget not in BUDGETS:
+        raise PpidError(f"unknown budget {budget!r}; expected one of {', '.join(BUDGETS)}")
+    settings = dict(BUDGETS[budget])
+    if iterations is not None:
+        settings["iterations"] = int(iterations)
+        settings["val_every"] = min(settings["val_every"], settings["iterations"])
+    return settings
+
+
+def data_spec(settings, synth_version):
+    """What the data folders hold; part of every run's hash."""
+    keys = ("synth_size", "n_train", "n_val", "n_test", "test_per_fg")
+    return {"synth_version": synth_version, "seeds": DATA_SEEDS, **{k: settings[k] for k in keys}}
+
+
+def run_config(family, variant, seed, settings, teacher_folder=None):
+    """The training config of one run (paths relative to the plan's folder)."""
+    if variant == "teacher":
+        cfg = load_config(f"{family}_teacher")
+    else:
+        mode, semantic, local = VARIANTS[variant]
+        cfg = load_config(f"{family}_{'student' if mode == 'student' else 'ppid'}", {"distill": {"teacher": "set below"}})
+        cfg["mode"] = mode
+        if mode == "ppid":
+            cfg["distill"].update(semantic=semantic, local=local, teacher=f"{teacher_folder}/model_best.safetensors")
+        else:
+            cfg["distill"]["teacher"] = None
+    cfg["name"] = f"{family}_{variant}_seed{seed}"
+    cfg["data"].update(train_root="data/train", val_root="data/val", size=settings["size"], workers=settings["workers"])
+    cfg["optim"].update(iterations=settings["iterations"], batch_size=settings["batch_size"])
+    cfg["train"].update(
+        device=settings["device"], seed=seed, val_every=settings["val_every"], ckpt_every=settings["ckpt_every"],
+        log_every=settings["log_every"], image_every=settings["iterations"], out=None,
+    )
+    validate(cfg)
+    return cfg
+
+
+def make_plan(tables=TABLES, families=FAMILIES, seeds=(0, 1, 2), budget="cpu_small", iterations=None, synth_version=2):
+    """The runs in execution order: Table 1 for every family first (teacher, then baseline and
+    PPID per seed, so paired results land early), then each family's ablation students."""
+    tables = sorted(set(tables))
+    unknown = set(tables) - set(TABLE_VARIANTS)
+    if unknown:
+        raise PpidError(f"unknown table(s) {sorted(unknown)}; ppid reproduce runs tables {', '.join(map(str, TABLES))}")
+    bad = set(families) - set(FAMILIES)
+    if bad:
+        raise PpidError(f"unknown famil{'ies' if len(bad) > 1 else 'y'} {sorted(bad)}; expected {', '.join(FAMILIES)}")
+    settings = budget_settings(budget, iterations)
+    data = data_spec(settings, synth_version)
+    runs, teachers = [], {}
+
+    def add(family, variant, seed):
+        if any(r.family == family and r.variant == variant and r.seed == seed for r in runs):
+            return
+        teacher = teachers.get(family)
+        cfg = run_config(family, variant, seed, settings, teacher.folder if teacher else None)
+        distils = cfg["mode"] == "ppid"
+        key = {"config": {k: v for k, v in cfg.items() if k != "name"}, "data": data, "teacher": teacher.hash if distils else None}
+        runs.append(Run(family, variant, seed, cfg, _hash(key), teacher.folder if distils else None))
+        if variant == "teacher":
+            teachers[family] = runs[-1]
+
+    def students(family, table_list):
+        for seed in seeds:
+            for table in table_list:
+                for variant in TABLE_VARIANTS[table]:
+                    add(family, variant, seed)
+
+    first = [t for t in tables if t == 1]
+    rest = [t for t in tables if t != 1]
+    for family in families:
+        add(family, "teacher", 0)
+        students(family, first)
+    for family in families:
+        students(family, rest)
+    return runs, settings, data
+
+
+# -- data -----------------------------------------------------------------------------------------
+def prepare_data(root, settings, data, workers=2):
+    """Synthesise the train / val / test splits (skipped when the folder records the same spec)."""
+    from ..data.synth import synthesize
+    from ..data.testset import build_testset
+
+    root = Path(root)
+    size = (settings["synth_size"], settings["synth_size"])
+    stamp = root / "data" / "spec.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == data:
+        return
+    shutil.rmtree(root / "data", ignore_errors=True)
+    version = data["synth_version"]
+    synthesize(root / "data" / "train", settings["n_train"], seed=DATA_SEEDS["train"], size=size, workers=workers, version=version)
+    for split, n, per_fg in (("val", settings["n_val"], 1), ("test", settings["n_test"], settings["test_per_fg"])):
+        src = root / "data" / f"{split}_src"
+        synthesize(src, n, seed=DATA_SEEDS[split], size=size, workers=workers, version=version)
+        build_testset(src / "fg", src / "alpha", src / "bg", per_fg, root / "data" / split, split=src / "split.txt")
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+# -- running --------------------------------------------------------------------------------------
+def absolute(cfg, root, folder):
+    """The run's config with its paths under `root`."""
+    cfg = copy.deepcopy(cfg)
+    cfg["data"]["train_root"] = str(root / cfg["data"]["train_root"])
+    cfg["data"]["val_root"] = str(root / cfg["data"]["val_root"])
+    if cfg["distill"]["teacher"]:
+        cfg["distill"]["teacher"] = str(root / cfg["distill"]["teacher"])
+    cfg["train"]["out"] = str(root / folder)
+    return cfg
+
+
+def status(run, root):
+    """'done' (result with this hash), 'resume' (a checkpoint of this config) or 'pending'."""
+    folder = Path(root) / run.folder
+    result = folder / RESULT
+    if result.is_file():
+        try:
+            if json.loads(result.read_text()).get("hash") == run.hash:
+                return "done"
+        except json.JSONDecodeError:
+            pass
+    return "resume" if _checkpoint_matches(run, root) else "pending"
+
+
+def _checkpoint_matches(run, root):
+    folder = Path(root) / run.folder
+    meta = folder / "checkpoint_hash.txt"
+    return (folder / "checkpoint_last.pt").is_file() and meta.is_file() and meta.read_text().strip() == run.hash
+
+
+def execute(run, root, runs_by_folder, log=print):
+    """Train (or resume) one run, evaluate its selected weights on the test set once, and write
+    its result.json. A student whose teacher's weights are missing (a fresh machine: weights are
+    not committed) first retrains that teacher from its seed."""
+    from ..train import train
+
+    root = Path(root)
+    folder = root / run.folder
+    if run.teacher and not (root / run.teacher / "model_best.safetensors").is_file():
+        log(f"reproduce: {run.teacher}: teacher weights missing; retraining it from its seed")
+        execute(runs_by_folder[run.teacher], root, runs_by_folder, log)
+    resume = "last" if _checkpoint_matches(run, root) else None
+    if resume is None and folder.exists():
+        shutil.rmtree(folder)  # another config's leftovers: start clean
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "checkpoint_hash.txt").write_text(run.hash + "\n")
+    spent_file = folder / "train_wall_s.txt"
+    spent = float(spent_file.read_text()) if resume and spent_file.is_file() else 0.0
+    started = time.time()
+    try:
+        outcome = train(absolute(run.config, root, run.folder), resume=resume)
+    finally:  # an interrupted run's time counts too
+        spent += time.time() - started
+        spent_file.write_text(f"{spent:.1f}\n")
+    result = evaluate_run(run, root, outcome)
+    result["train_wall_s"] = round(spent, 1)
+    with atomic_path(folder / RESULT) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def evaluate_run(run, root, outcome):
+    """Test-set metrics of the run's selected weights (val-best, else last)."""
+    import torch
+
+    from ..data.datasets import CompositeTestSet
+    from ..evaluate import evaluate_model
+    from ..models import load_model
+
+    folder = Path(root) / run.folder
+    best = outcome.get("best")
+    weights = folder / ("model_best.safetensors" if best else "model_last.safetensors")
+    device = torch.device("cuda" if run.config["train"]["device"] != "cpu" and torch.cuda.is_available() else "cpu")
+    model = load_model(weights, device=device)
+    summary = evaluate_model(model, CompositeTestSet(Path(root) / "data" / "test"), device)
+    return {
+        "hash": run.hash,
+        "family": run.family,
+        "variant": run.variant,
+        "seed": run.seed,
+        "selection": f"val-best (step {best['step']}, val SAD {best['SAD']:.4f})" if best else "last",
+        "selected_step": best["step"] if best else run.config["optim"]["iterations"],
+        "weights_sha256": _sha256(weights),
+        "teacher_sha256": _sha256(Path(root) / run.teacher / "model_best.safetensors") if run.teacher else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "config": run.config,
+        "test": summary,
+    }
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,125 @@
+"""A short timing probe on this machine: training-step and evaluation costs, and run estimates.
+
+Each (family, kind) of the plan trains a few steps on random tensors at the budget's crop and
+batch (the first step timed apart: allocation, autotuning), and one test image of the budget's
+size is predicted and scored. A run's estimate is then
+    first step + (iterations - 1) * step + validations * n_val * eval + n_test_images * eval.
+"""
+
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from ..metrics import metrics_by_region
+from ..models import build
+from ..train import Objective, autocast_dtype
+
+
+def _device(settings):
+    want = settings["device"]
+    return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_training(run, settings, steps=3):
+    """(first step s, median later step s) of one run's kind, on random tensors."""
+    device = _device(settings)
+    cfg, family, kind = run.config, run.family, run.kind
+    amp = autocast_dtype(cfg["train"]["amp"], device)
+    torch.manual_seed(0)
+    model = build(family, "teacher" if kind == "teacher" else "student", cross_layer=kind == "ppid" and cfg["distill"]["semantic"] == "clsd")
+    teacher = build(family, "teacher").to(device).eval().requires_grad_(False) if kind == "ppid" else None
+    n, s = settings["batch_size"], settings["size"]
+    g = torch.Generator().manual_seed(0)
+    batch = {
+        "image": torch.rand(n, 3, s, s, generator=g),
+        "alpha": torch.rand(n, 1, s, s, generator=g),
+        "trimap": torch.randint(0, 3, (n, 1, s, s), generator=g).float() / 2,
+    }
+    batch = {k: v.to(device) for k, v in batch.items()}
+    channels = None
+    if teacher is not None:
+        with torch.no_grad():
+            channels = [f.shape[1] for f in teacher(batch["image"][:1], batch["trimap"][:1]).enc]
+    objective = Objective(model.to(device), cfg, channels).to(device)
+    optimizer = torch.optim.SGD(objective.parameters(), lr=1e-4, momentum=0.9)
+    times = []
+    for _ in range(steps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            t_out = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(batch["image"], batch["trimap"])
+            terms, _ = objective(batch, t_out)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times[0], statistics.median(times[1:])
+
+
+def time_evaluation(family, settings, repeats=2):
+    """Seconds to predict and score one test image of the budget's size (float32, as evaluation)."""
+    device = _device(settings)
+    model = build(family, "student").to(device).eval()
+    size = settings["synth_size"]
+    rng = np.random.default_rng(0)
+    gt = rng.random((size, size)).astype(np.float32)
+    trimap = np.full((size, size), 128, np.uint8)
+    image = torch.rand(1, 3, size, size, device=device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            pred = model(image).alpha[0, 0].float().cpu().numpy()
+        metrics_by_region(pred, gt, trimap)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def cost_key(run):
+    """Runs that cost the same per step: family, kind, and whether the student has connectors."""
+    return run.family, run.kind, run.config["distill"]["semantic"] if run.kind == "ppid" else None
+
+
+def estimate(runs, settings, steps=3, log=print):
+    """{run folder: estimated seconds} for `runs`, probing each (family, kind) once."""
+    step_cost, eval_cost = {}, {}
+    for run in runs:
+        key = cost_key(run)
+        if key not in step_cost:
+            step_cost[key] = time_training(run, settings, steps)
+            log(f"probe: {run.family} {run.kind}{'/' + key[2] if key[2] else ''}: first step {step_cost[key][0]:.2f}s, "
+                f"then {step_cost[key][1]:.3f}s/step")
+        if run.family not in eval_cost:
+            eval_cost[run.family] = time_evaluation(run.family, settings)
+            log(f"probe: {run.family}: evaluation {eval_cost[run.family]:.3f}s/image")
+    validations = -(-settings["iterations"] // settings["val_every"])
+    test_images = settings["n_test"] * settings["test_per_fg"]
+    out = {}
+    for run in runs:
+        first, step = step_cost[cost_key(run)]
+        evals = validations * settings["n_val"] + test_images
+        out[run.folder] = first + (settings["iterations"] - 1) * step + evals * eval_cost[run.family]
+    return out, step_cost, eval_cost
+
+
+def fit_iterations(runs, settings, seconds, step_cost, eval_cost, multiple=50):
+    """The largest iteration count (a multiple of `multiple`) at which `runs` fit in `seconds`."""
+    per_iteration = fixed = 0.0
+    test_images = settings["n_test"] * settings["test_per_fg"]
+    for run in runs:
+        first, step = step_cost[cost_key(run)]
+        per_iteration += step + settings["n_val"] * eval_cost[run.family] / settings["val_every"]
+        fixed += first + (settings["n_val"] + test_images) * eval_cost[run.family]
+    iterations = int((seconds - fixed) / per_iteration) // multiple * multiple if per_iteration else 0
+    return max(iterations, 0)

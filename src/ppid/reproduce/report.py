@@ -1,0 +1,270 @@
+"""The reproduction report: tables.md, tables.json and one bar chart per table, from the runs'
+result.json files, beside the paper's values.
+
+Per table and family: mean +- std over seeds of every metric, per group and region; the paired
+per-seed difference of each row against the table's reference row (Table 1: PPID - baseline) and
+the seeds it wins; Table 1's share of the teacher-baseline gap that PPID closes; and whether the
+paper's order of the ablation rows holds. Lower is better for every metric.
+"""
+
+import json
+import statistics
+from pathlib import Path
+
+from ..io import atomic_path
+from .paper import GROUPS, METRICS, PAPER
+from .plan import RESULT, SELECTION, TABLE_VARIANTS
+
+TITLES = {
+    1: "Table 1: teacher (trimap) / trimap-free baseline / PPID student (whole image)",
+    3: "Table 3: semantic distillation ablation, all rows with ALD (whole image)",
+    4: "Table 4: local distillation ablation, all rows with CLSD (transition region)",
+    6: "Table 6: ALD's two terms, all rows with CLSD (transition region)",
+}
+ROWS = {1: ("teacher", "baseline", "ppid"), 3: TABLE_VARIANTS[3], 4: TABLE_VARIANTS[4], 6: TABLE_VARIANTS[6]}
+LABELS = {
+    "teacher": "teacher (trimap)", "baseline": "baseline", "ppid": "PPID (CLSD + ALD)",
+    "noclsd": "ALD only (no SD/CLSD)", "sd": "SD + ALD", "noald": "CLSD only (no LD/ALD)",
+    "ld": "CLSD + LD", "ald_f": "CLSD + L^f", "ald_a": "CLSD + L^a",
+}
+NAMES = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn"}
+REGION = {1: "whole", 3: "whole", 4: "transition", 6: "transition"}
+# The reference row each table's paired differences are taken against, and the paper's claimed
+# order, best (lowest SAD) first.
+REFERENCE = {1: "baseline", 3: "noclsd", 4: "noald", 6: "noald"}
+ORDER = {1: ("ppid", "baseline"), 3: ("ppid", "sd", "noclsd"), 4: ("ppid", "ld", "noald"), 6: ("ppid", "ald_f", "ald_a", "noald")}
+
+
+def load_results(root, runs):
+    """{(family, variant, seed): result} for the planned runs that have finished."""
+    results = {}
+    for run in runs:
+        path = Path(root) / run.folder / RESULT
+        if path.is_file():
+            result = json.loads(path.read_text())
+            if result.get("hash") == run.hash:
+                results[(run.family, run.variant, run.seed)] = result
+    return results
+
+
+def _stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+        "values": values,
+    }
+
+
+def _metric(result, region, group, metric):
+    try:
+        return result["test"]["results"][region][group][metric]
+    except KeyError:
+        return None
+
+
+def summarise_table(table, results, families, seeds):
+    """The JSON block of one table: per family, rows, paired differences, gap and order."""
+    out = {"title": TITLES[table], "primary_region": REGION[table], "families": {}}
+    for family in families:
+        rows = {}
+        for variant in ROWS[table]:
+            row_seeds = [0] if variant == "teacher" else list(seeds)
+            found = {s: results[(family, variant, s)] for s in row_seeds if (family, variant, s) in results}
+            if not found:
+                continue
+            stats = {
+                region: {
+                    group: {m: _stats([_metric(r, region, group, m) for r in found.values()]) for m in METRICS}
+                    for group in GROUPS
+                }
+                for region in ("whole", "transition")
+            }
+            rows[variant] = {
+                "seeds": sorted(found),
+                "selection": sorted({r["selection"].split(" (")[0] for r in found.values()}),
+                "stats": stats,
+                "paper": PAPER[table][family].get(variant),
+            }
+        if not rows:
+            continue
+        block = {"rows": rows, "paired": _paired(table, family, results, seeds)}
+        if table == 1:
+            block["gap_closed"] = _gap_closed(rows)
+        block["order"] = _order(table, rows)
+        out["families"][family] = block
+    return out
+
+
+def _paired(table, family, results, seeds):
+    """Per row, per group: the seed-paired SAD differences row - reference, and the seeds won."""
+    ref = REFERENCE[table]
+    region = REGION[table]
+    paired = {}
+    for variant in ROWS[table]:
+        if variant in (ref, "teacher"):
+            continue
+        per_group = {}
+        for group in GROUPS:
+            diffs = []
+            for s in seeds:
+                a, b = results.get((family, variant, s)), results.get((family, ref, s))
+                if a and b and _metric(a, region, group, "sad") is not None and _metric(b, region, group, "sad") is not None:
+                    diffs.append(_metric(a, region, group, "sad") - _metric(b, region, group, "sad"))
+            if diffs:
+                per_group[group] = {"diffs": diffs, "mean": statistics.fmean(diffs), "wins": sum(d < 0 for d in diffs), "n": len(diffs)}
+        if per_group:
+            paired[f"{variant} - {ref}"] = per_group
+    return paired
+
+
+def _gap_closed(rows):
+    """Share of the teacher-baseline SAD gap that PPID closes, per group, ours and the paper's."""
+    out = {}
+    if not all(v in rows for v in ("teacher", "baseline", "ppid")):
+        return out
+    for group in GROUPS:
+        sad = {v: rows[v]["stats"]["whole"][group]["sad"] for v in ("teacher", "baseline", "ppid")}
+        if any(s is None for s in sad.values()):
+            continue
+        t, b, p = (sad[v]["mean"] for v in ("teacher", "baseline", "ppid"))
+        paper = {v: rows[v]["paper"][group]["sad"] for v in ("teacher", "baseline", "ppid")}
+        out[group] = {
+            "ours": (b - p) / (b - t) if b != t else None,
+            "paper": (paper["baseline"] - paper["ppid"]) / (paper["baseline"] - paper["teacher"]),
+        }
+    return out
+
+
+def _order(table, rows):
+    """Whether the mean SAD (primary region, whole test set) follows the paper's order."""
+    names = [v for v in ORDER[table] if v in rows]
+    if len(names) < len(ORDER[table]):
+        return {"expected": list(ORDER[table]), "holds": None}
+    means = [rows[v]["stats"][REGION[table]]["all"]["sad"]["mean"] for v in names]
+    return {"expected": list(ORDER[table]), "means": means, "holds": all(a < b for a, b in zip(means, means[1:]))}
+
+
+# -- writing --------------------------------------------------------------------------------------
+def _fmt(stat, metric):
+    if stat is None:
+        return "-"
+    digits = 4 if metric == "mse" else 2
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}" if stat["n"] > 1 else f"{stat['mean']:.{digits}f}"
+
+
+def _paper_fmt(value, metric):
+    if value is None:
+        return "?"
+    return f"{value:.3f}" if metric == "mse" else f"{value:.2f}"
+
+
+def table_markdown(table, block):
+    lines = [f"## {block['title']}", ""]
+    region = block["primary_region"]
+    groups = GROUPS if table in (1, 3) else ("all",)
+    for family, fam in block["families"].items():
+        lines += [f"### {family}", ""]
+        head = ["row", "seeds"] + [f"{g} {NAMES[m]}" for g in groups for m in METRICS]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for variant, row in fam["rows"].items():
+            stats = row["stats"][region]
+            cells = [_fmt(stats[g][m], m) for g in groups for m in METRICS]
+            lines.append(f"| {LABELS[variant]} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+            if row["paper"]:
+                paper = [_paper_fmt(row["paper"][g][m], m) for g in groups for m in METRICS]
+                lines.append("| *paper* | | " + " | ".join(paper) + " |")
+        other = "transition" if region == "whole" else "whole"
+        sads = "; ".join(
+            f"{LABELS[v]} " + " / ".join(_fmt(r["stats"][other][g]["sad"], "sad") for g in GROUPS)
+            for v, r in fam["rows"].items()
+        )
+        lines += ["", f"SAD on the {other} {'image' if other == 'whole' else 'region'} (transparent / non-transparent / all): {sads}."]
+        for name, per_group in fam["paired"].items():
+            parts = [f"{g} {d['mean']:+.2f} (wins {d['wins']}/{d['n']})" for g, d in per_group.items()]
+            lines.append(f"Paired SAD difference {name}, per seed, {region}: " + "; ".join(parts) + ".")
+        for group, gap in fam.get("gap_closed", {}).items():
+            ours = "n/a" if gap["ours"] is None else f"{100 * gap['ours']:.0f}%"
+            lines.append(f"Gap closed ({group}): ours {ours}, paper {100 * gap['paper']:.0f}%.")
+        order = fam["order"]
+        if order["holds"] is not None:
+            lines.append(f"Paper's order {' < '.join(order['expected'])} (mean SAD, all images): "
+                         f"{'holds' if order['holds'] else 'does not hold'} ({', '.join(f'{m:.2f}' for m in order['means'])}).")
+        lines.append("")
+    return lines
+
+
+def protocol(settings, data, results, seeds, budget):
+    devices = sorted({r["device"] for r in results.values()})
+    precision = sorted({r["config"]["train"]["amp"] for r in results.values()})
+    return {
+        "budget": budget,
+        "hardware": devices,
+        "precision": f"autocast {'/'.join(precision)} where the device supports it (CPU: native bf16 only), evaluation float32 on the CPU",
+        "iterations": settings["iterations"],
+        "crop": settings["size"],
+        "batch_size": settings["batch_size"],
+        "optimiser": "SGD momentum 0.9, weight decay 5e-4, lr 0.01 poly 0.9 (Section 4.2)",
+        "loss_weights": "Table 5",
+        "benchmark": f"ppid data synth version {data['synth_version']}, {data['synth_size']} px: "
+                     f"{data['n_train']} training, {data['n_val']} validation, {data['n_test']} test foregrounds "
+                     f"x {data['test_per_fg']} backgrounds; synth seeds {data['seeds']}",
+        "seeds": list(seeds),
+        "teacher_seed": 0,
+        "selection": SELECTION,
+        "imagenet_init": False,
+        "units": "SAD, Grad, Conn / 1000 as the DIM benchmark; the paper's images are ~1-2 Mpx, ours "
+                 f"{data['synth_size']}^2, so absolute values are not comparable, only orders and shares",
+    }
+
+
+def write_report(root, runs, settings, data, tables, families, seeds, budget):
+    root = Path(root)
+    results = load_results(root, runs)
+    doc = {"protocol": protocol(settings, data, results, seeds, budget), "runs_done": len(results),
+           "runs_planned": len(runs), "tables": {}}
+    lines = ["# PPID-IM reproduction", "", f"{len(results)} of {len(runs)} planned runs finished.", "", "Protocol:", ""]
+    lines += [f"- {k}: {v}" for k, v in doc["protocol"].items()] + [""]
+    for table in sorted(tables):
+        block = summarise_table(table, results, families, seeds)
+        doc["tables"][str(table)] = block
+        if block["families"]:
+            lines += table_markdown(table, block)
+            chart = root / f"table{table}.png"
+            bar_chart(block, table, chart)
+            lines += [f"![{block['title']}](table{table}.png)", ""]
+    with atomic_path(root / "tables.json") as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    with atomic_path(root / "tables.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return doc
+
+
+def bar_chart(block, table, path):
+    """Mean SAD (primary region, all images) per row with the seed spread and each seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(block["families"])
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.6), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        rows = block["families"][family]["rows"]
+        names = list(rows)
+        stats = [rows[v]["stats"][block["primary_region"]]["all"]["sad"] for v in names]
+        xs = range(len(names))
+        ax.bar(xs, [s["mean"] for s in stats], yerr=[s["std"] for s in stats], capsize=4, color="#8fb3d9", edgecolor="#2d5d8a")
+        for x, s in zip(xs, stats):
+            ax.plot([x] * len(s["values"]), s["values"], "o", color="#1b3a57", markersize=3)
+        ax.set_xticks(list(xs), [LABELS[v] for v in names], rotation=30, ha="right", fontsize=8)
+        ax.set_title(family)
+        ax.set_ylabel(f"SAD ({block['primary_region']}, all images)")
+    fig.suptitle(block["title"], fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

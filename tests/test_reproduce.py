@@ -1,0 +1,134 @@
+"""`ppid reproduce`: the plan (which runs, in which order, hashes), skipping finished runs,
+resuming interrupted ones, and the report built from fixture results."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ppid import PpidError
+from ppid.reproduce.paper import TABLE1
+from ppid.reproduce.plan import RESULT, make_plan, status
+from ppid.reproduce.report import write_report
+
+
+def _names(runs):
+    return [f"{r.family}/{r.variant}/{r.seed}" for r in runs]
+
+
+def test_plan_order_table1_first_then_ablations_and_shared_runs():
+    runs, settings, _ = make_plan((6, 1, 3, 4), ("indexnet", "gca"), (0, 1), "smoke")
+    names = _names(runs)
+    assert names[:5] == ["indexnet/teacher/0", "indexnet/baseline/0", "indexnet/ppid/0", "indexnet/baseline/1", "indexnet/ppid/1"]
+    assert names[5:10] == ["gca/teacher/0", "gca/baseline/0", "gca/ppid/0", "gca/baseline/1", "gca/ppid/1"]
+    # then each family's ablations, seed by seed; the PPID and CLSD-only students are shared by tables
+    assert names[10:16] == [f"indexnet/{v}/0" for v in ("noclsd", "sd", "noald", "ld", "ald_f", "ald_a")]
+    assert len(names) == len(set(names)) == 2 * (1 + 2 * 8)
+    assert all(r.config["optim"]["iterations"] == settings["iterations"] for r in runs)
+    teacher = runs[0]
+    assert teacher.config["mode"] == "teacher" and teacher.teacher is None
+    ppid = runs[2]
+    assert ppid.config["distill"]["teacher"] == f"{teacher.folder}/model_best.safetensors"
+    assert ppid.config["data"]["val_root"] == "data/val"  # selection never on the test set
+    sd = next(r for r in runs if r.variant == "sd")
+    assert (sd.config["distill"]["semantic"], sd.config["distill"]["local"]) == ("sd", "ald")
+    ld = next(r for r in runs if r.variant == "ld")
+    assert (ld.config["distill"]["semantic"], ld.config["distill"]["local"]) == ("clsd", "ld")
+    assert runs[1].config["mode"] == "student" and runs[1].teacher is None
+
+
+def test_table5_weights_per_family():
+    runs, _, _ = make_plan((1,), ("dim", "gca"), (0,), "smoke")
+    weights = {r.family: (r.config["distill"]["alpha"], r.config["distill"]["beta"]) for r in runs if r.variant == "ppid"}
+    assert weights == {"dim": (0.02, 0.002), "gca": (0.002, 0.0002)}
+
+
+def test_hashes_follow_config_data_and_teacher():
+    a, _, _ = make_plan((1,), ("indexnet",), (0, 1), "smoke")
+    b, _, _ = make_plan((1,), ("indexnet",), (0, 1), "smoke", iterations=7)
+    c, _, _ = make_plan((1,), ("indexnet",), (0, 1), "smoke", synth_version=1)
+    assert len({r.hash for r in a}) == len(a)  # seeds and variants differ
+    assert not {r.hash for r in a} & {r.hash for r in b}
+    assert not {r.hash for r in a} & {r.hash for r in c}
+    again, _, _ = make_plan((1, 3), ("indexnet",), (0, 1, 2), "smoke")  # more tables and seeds: same runs, same hashes
+    assert {r.hash for r in a} <= {r.hash for r in again}
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(PpidError, match="unknown table"):
+        make_plan((2,), ("indexnet",), (0,), "smoke")
+    with pytest.raises(PpidError, match="unknown family"):
+        make_plan((1,), ("modnet",), (0,), "smoke")
+    with pytest.raises(PpidError, match="unknown budget"):
+        make_plan((1,), ("indexnet",), (0,), "huge")
+
+
+def test_status_done_only_with_the_same_hash_and_resume_with_a_matching_checkpoint(tmp_path):
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    run = runs[1]
+    folder = tmp_path / run.folder
+    assert status(run, tmp_path) == "pending"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint_last.pt").write_bytes(b"x")
+    (folder / "checkpoint_hash.txt").write_text("another\n")
+    assert status(run, tmp_path) == "pending"
+    (folder / "checkpoint_hash.txt").write_text(run.hash + "\n")
+    assert status(run, tmp_path) == "resume"
+    (folder / RESULT).write_text(json.dumps({"hash": "stale"}))
+    assert status(run, tmp_path) == "resume"
+    (folder / RESULT).write_text(json.dumps({"hash": run.hash}))
+    assert status(run, tmp_path) == "done"
+
+
+# -- report from fixture results ------------------------------------------------------------------
+SAD = {  # (variant, seed) -> whole-image SAD per group (transparent, non-transparent); all = mean
+    ("teacher", 0): (2.0, 1.0),
+    ("baseline", 0): (10.0, 6.0), ("baseline", 1): (12.0, 5.0), ("baseline", 2): (11.0, 7.0),
+    ("ppid", 0): (6.0, 5.0), ("ppid", 1): (8.0, 6.0), ("ppid", 2): (7.0, 4.0),
+}
+
+
+def _fixture_result(run, t, n):
+    groups = {"transparent": t, "non-transparent": n, "all": (t + n) / 2}
+    metrics = {g: {"count": 1, "sad": v, "mse": v / 1000, "grad": 2 * v, "conn": v} for g, v in groups.items()}
+    return {
+        "hash": run.hash, "family": run.family, "variant": run.variant, "seed": run.seed,
+        "selection": "val-best (step 40, val SAD 1.0)", "device": "cpu", "config": run.config,
+        "test": {"results": {"whole": metrics, "transition": metrics}},
+    }
+
+
+def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
+    runs, settings, data = make_plan((1,), ("indexnet",), (0, 1, 2), "smoke")
+    for run in runs:
+        (tmp_path / run.folder).mkdir(parents=True)
+        (tmp_path / run.folder / RESULT).write_text(json.dumps(_fixture_result(run, *SAD[(run.variant, run.seed)])))
+    doc = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
+    fam = doc["tables"]["1"]["families"]["indexnet"]
+    base = fam["rows"]["baseline"]["stats"]["whole"]["transparent"]["sad"]
+    assert base["mean"] == pytest.approx(11.0) and base["std"] == pytest.approx(1.0) and base["n"] == 3
+    paired = fam["paired"]["ppid - baseline"]
+    assert paired["transparent"]["diffs"] == [-4.0, -4.0, -4.0] and paired["transparent"]["wins"] == 3
+    assert paired["non-transparent"]["wins"] == 2  # seed 1: 6 vs 5 is a loss
+    # gap closed on the transparent group: (11 - 7) / (11 - 2)
+    assert fam["gap_closed"]["transparent"]["ours"] == pytest.approx(4 / 9)
+    paper = TABLE1["indexnet"]
+    expected = (paper["baseline"]["all"]["sad"] - paper["ppid"]["all"]["sad"]) / (paper["baseline"]["all"]["sad"] - paper["teacher"]["all"]["sad"])
+    assert fam["gap_closed"]["all"]["paper"] == pytest.approx(expected)
+    assert fam["order"]["holds"] is True
+    assert fam["rows"]["ppid"]["selection"] == ["val-best"]
+    md = (tmp_path / "tables.md").read_text()
+    assert "72.68" in md and "11.00 ± 1.00" in md and "wins 3/3" in md and "Gap closed (all)" in md
+    assert doc["protocol"]["selection"].startswith("val-best") and doc["protocol"]["seeds"] == [0, 1, 2]
+    assert (tmp_path / "table1.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "tables.json").read_text())["runs_done"] == 7
+
+
+def test_report_ignores_results_of_another_config(tmp_path):
+    runs, settings, data = make_plan((1,), ("indexnet",), (0,), "smoke")
+    run = runs[1]
+    (tmp_path / run.folder).mkdir(parents=True)
+    stale = _fixture_result(run, 1.0, 1.0) | {"hash": "0" * 16}
+    (tmp_path / run.folder / RESULT).write_text(json.dumps(stale))
+    doc = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0,), "smoke")
+    assert doc["runs_done"] == 0 and doc["tables"]["1"]["families"] == {}
