@@ -8,10 +8,12 @@ DIR/.gitignore keeps weights, checkpoints, data and images out of version contro
 committed as the record of the results.
 """
 
+import os
 import time
 from pathlib import Path
 
 from .. import PpidError
+from .calibrate import calibration_runs, write_calibration
 from .plan import BUDGETS, FAMILIES, TABLES, execute, make_plan, prepare_data, status
 
 GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
@@ -35,6 +37,9 @@ def add_arguments(parser):
     parser.add_argument("--fit", type=float, metavar="SECONDS", help="choose the iterations so that the pending runs fit in SECONDS (from a timing probe)")
     parser.add_argument("--synth-version", type=int, default=2, choices=(1, 2), help="procedural benchmark version (default 2)")
     parser.add_argument("--max-runs", type=int, help="stop after this many runs (the plan resumes on the next invocation)")
+    parser.add_argument("--calibrate-ald", action="store_true",
+                        help="also train the first family's seed-0 PPID student under every distill.attention_norm reading; "
+                             "DIR/calibration.md compares them on the validation split")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and a time estimate from a short probe; train nothing")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs; train nothing")
 
@@ -48,7 +53,12 @@ def run(args):
     root = args.out.resolve()
 
     def plan(iterations):
-        return make_plan(tables, families, seeds, args.budget, iterations, args.synth_version)
+        runs, settings, data = make_plan(tables, families, seeds, args.budget, iterations, args.synth_version)
+        if args.calibrate_ald:
+            extra = calibration_runs(runs)[1:]
+            at = next((i for i, r in enumerate(runs) if r.variant == "ppid" and r.seed == 0), len(runs)) + 1
+            runs = runs[:at] + extra + runs[at:]
+        return runs, settings, data
 
     runs, settings, data = plan(args.iterations)
     if args.report_only:
@@ -75,7 +85,7 @@ def run(args):
 
     root.mkdir(parents=True, exist_ok=True)
     (root / ".gitignore").write_text(GITIGNORE)
-    prepare_data(root, settings, data)
+    prepare_data(root, settings, data, workers=os.cpu_count() or 1)
     by_folder = {run.folder: run for run in runs}
     started, done_now = time.time(), 0
     for i, run in enumerate(runs, 1):
@@ -91,6 +101,8 @@ def run(args):
         print(f"reproduce: {run.folder}: {result['selection']}, test whole-image SAD {sad:.3f}, "
               f"{result['train_wall_s']:.0f}s training", flush=True)
         _report(root, runs, settings, data, tables, families, seeds, args.budget, quiet=True)
+        if args.calibrate_ald:
+            write_calibration(root, calibration_runs(runs))
     _report(root, runs, settings, data, tables, families, seeds, args.budget)
     print(f"reproduce: {done_now} runs trained in {time.time() - started:.0f}s; report in {root / 'tables.md'}")
     return 0
