@@ -1,18 +1,22 @@
 """Does the synthetic benchmark let sharpness alone tell foreground from background? And its speed.
 
-    python benchmarks/synth_stats.py --out results/synth_stats.json
+    python benchmarks/synth_stats.py --photos PHOTO... --out results/synth_stats.json
 
 For each benchmark version it writes a set with `ppid.data.synth.synthesize` (timed: the versions
-alternate, median of --repeats runs) and measures, on foreground i with background i:
+alternate, median of --repeats runs) and measures, on foreground i over background i:
 
-- fg_colour_std: the standard deviation of the foreground colour over its transition band
+- fg_colour_std: standard deviation of the foreground colour over its transition band
   (0.05 < alpha < 0.95), averaged over RGB. A flat foreground there is a give-away.
+- bg_sharp_edges: the share of background pixels on a sharp edge (a luminance gradient above
+  EDGE_STEP between neighbours; sensor grain rarely makes one). Photos have plenty.
+- sharp_edges_outside_over_band: the share of sharp-edge pixels of the composite where alpha = 0
+  divided by that share in the transition band. Near 0, sharp edges occur only where the
+  foreground is, so sharpness finds it.
 - laplacian_bg_over_fg: mean |Laplacian| of the background over the transition band divided by
-  that of the foreground over the same pixels. Much below 1, the background is smooth where the
-  foreground is detailed, so a model can find the edge by sharpness alone; real photos are of the
-  same order.
+  that of the foreground over the same pixels (high-frequency energy; grain counts too).
 
 Each statistic is reported per sample and as the median over samples (overall and per kind).
+--photos measures bg_sharp_edges and the mean |Laplacian| of real photos for reference.
 """
 
 import argparse
@@ -91,9 +95,8 @@ def dataset_stats(root, manifest):
     for i, sample in enumerate(manifest["samples"]):
         name = sample["name"]
         bg_name = manifest["backgrounds"][i % len(manifest["backgrounds"])]["name"]
-        stats = sample_stats(
-            read_image(root / "fg" / f"{name}.png"), read_image(root / "bg" / f"{bg_name}.png"), read_alpha(root / "alpha" / f"{name}.png")
-        )
+        fg, alpha = read_image(root / "fg" / f"{name}.png"), read_alpha(root / "alpha" / f"{name}.png")
+        stats = sample_stats(fg, read_image(root / "bg" / f"{bg_name}.png"), alpha)
         if stats is not None:
             per_sample[name] = {"kind": sample["kind"], **stats}
     keys = next(iter(per_sample.values())).keys() - {"kind"}
@@ -129,7 +132,7 @@ def main(argv=None):
             for version in args.versions:
                 out = Path(tmp) / f"v{version}"
                 start = time.perf_counter()
-                manifest = synthesize(out, args.n_fg, seed=args.seed, size=(args.size, args.size), workers=args.workers, version=version)
+                synthesize(out, args.n_fg, seed=args.seed, size=(args.size, args.size), workers=args.workers, version=version)
                 seconds[version].append(time.perf_counter() - start)
         for version in args.versions:
             manifest = json.loads((Path(tmp) / f"v{version}" / "manifest.json").read_text())

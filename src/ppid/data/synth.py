@@ -10,9 +10,14 @@ low-texture, thin, transmissive), split into the paper's two groups:
 
 Alpha is area coverage, never a blurred mask: shape edges use analytic distance-to-edge
 antialiasing (coverage = clip(0.5 - signed distance)), threads and strands the exact overlap of a
-pixel with a line of sub-pixel width. Foreground colour is a smooth field defined on every pixel,
-also where alpha is 0, as in Adobe's fg images. Every sample is seeded from (seed, index) alone, so
-the bytes do not depend on the number of worker processes.
+pixel with a line of sub-pixel width. Foreground colour is defined on every pixel, also where alpha
+is 0, as in Adobe's fg images. Every sample is seeded from (seed, index) alone, so the bytes do not
+depend on the number of worker processes.
+
+Two versions share the alpha of every sample and differ in colour. Version 1: smooth, low-texture
+foreground colour over blurred fractal-noise backgrounds, so sharpness alone gave the foreground
+away. Version 2 (the default): textured foregrounds (patterns, colour varying per strand and
+along it) over sharp, cluttered dead-leaves backgrounds with photo-like statistics.
 """
 
 import colorsys
@@ -149,12 +154,13 @@ def _period(rng, size, lo, hi):
     return max(3.0, size * math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def _cell_table(rng):
-    """Random values per lattice cell (a 32x32 table that tiles)."""
-    return rng.random((3, 32, 32)).astype(np.float32)
+def _cell_tables(rng, n):
+    """`n` tables of random values per lattice cell (32x32, tiling)."""
+    return rng.random((n, 32, 32)).astype(np.float32)
 
 
 def _pattern_gradient(rng, y, x, size, noise):
+    """A plain surface shading into the second colour."""
     u, _ = _rotated(rng, y, x)
     return np.clip((u - u.min()) / size, 0, 1) * rng.uniform(0.4, 1.0)
 
@@ -175,7 +181,7 @@ def _pattern_spots(rng, y, x, size, noise):
     """Polka dots or a print: spots on a jittered lattice, each with its own size, some missing."""
     u, v = _rotated(rng, y, x)
     period = _period(rng, size, 0.04, 0.3)
-    table, keep = _cell_table(rng), rng.uniform(0, 0.6)
+    table, keep = _cell_tables(rng, 3), rng.uniform(0, 0.6)
     iu, iv = np.floor(u / period).astype(np.int64) % 32, np.floor(v / period).astype(np.int64) % 32
     jitter, radius, present = table[0][iu, iv], table[1][iu, iv], table[2][iu, iv] > keep
     du = np.mod(u, period) - period * (0.3 + 0.4 * jitter)
@@ -203,7 +209,7 @@ def _pattern_text(rng, y, x, size, noise):
     stroke = max(0.8, line * rng.uniform(0.07, 0.14))
     u, v = _rotated(rng, y, x) if rng.random() < 0.3 else (x, y)
     row, col = np.floor(v / line).astype(np.int64), np.floor(u / char).astype(np.int64)
-    code = (_cell_table(rng)[0][row % 32, col % 32] * 64).astype(np.int64)
+    code = (_cell_tables(rng, 1)[0][row % 32, col % 32] * 64).astype(np.int64)
     fu, fv = np.mod(u, char) / char, np.mod(v, line) / line  # position in the cell
     marks = np.zeros_like(fu)
     strokes = [(fu, 0.15, char), (fu, 0.45, char), (fu, 0.75, char), (fv, 0.15, line), (fv, 0.4, line), (fv, 0.65, line)]
@@ -579,15 +585,19 @@ def _finish(rng, fg):
     return np.clip(fg + _grain(rng, *fg.shape[:2]), 0, 1).astype(np.float32)
 
 
+def _print(rng, cv):
+    """The weight (HxW) of a pattern printed over the whole canvas at a random scale."""
+    noise = _noise(rng, cv.h, cv.w, rng.uniform(3, 8))
+    return _pattern(rng, cv.yy, cv.xx, cv.scale * rng.uniform(0.3, 1), noise)
+
+
 def _body_colour_v2(rng, cv, pal, dist):
     """A solid object: a textured surface printed with a pattern in a second shade (most of the
     time), lit from one side, darker towards the outline."""
     fg = _textured_surface(rng, cv, pal)
     if rng.random() < 0.8:
-        print_colour = _shade_of(rng, pal, rng.uniform(0.3, 0.8)).astype(np.float32) - pal.colour.astype(np.float32)
-        noise = _noise(rng, cv.h, cv.w, rng.uniform(3, 8))
-        mix = _pattern(rng, cv.yy, cv.xx, cv.scale * rng.uniform(0.3, 1), noise)
-        fg = fg + print_colour * mix[..., None]
+        ink = _shade_of(rng, pal, rng.uniform(0.3, 0.8)).astype(np.float32) - pal.colour.astype(np.float32)
+        fg = fg + ink * _print(rng, cv)[..., None]  # the print keeps the surface's texture
     angle = rng.uniform(0, 2 * np.pi)
     light = 1 + rng.uniform(0.1, 0.4) * ((np.cos(angle) * cv.xx + np.sin(angle) * cv.yy) / cv.scale - 0.5)
     rim = 1 - rng.uniform(0.1, 0.35) * np.exp(np.minimum(dist, 0) / (0.05 * cv.scale))
@@ -665,9 +675,7 @@ def _veil_colour_v2(rng, cv, pal, fold, warp, weft):
     warp_colour, weft_colour = pal.colour.astype(np.float32), _shade_of(rng, pal, 0.4).astype(np.float32)
     fg = _lerp(_lerp(_textured_surface(rng, cv, pal), warp_colour, warp), weft_colour, weft)
     if rng.random() < 0.6:
-        print_colour = _shade_of(rng, pal, 0.7).astype(np.float32)
-        noise = _noise(rng, cv.h, cv.w, rng.uniform(3, 8))
-        fg = _lerp(fg, print_colour, _pattern(rng, cv.yy, cv.xx, cv.scale * rng.uniform(0.3, 1), noise))
+        fg = _lerp(fg, _shade_of(rng, pal, 0.7).astype(np.float32), _print(rng, cv))
     return _finish(rng, fg * (0.7 + 0.3 * fold)[..., None])
 
 
@@ -776,8 +784,8 @@ def _scene_palette(rng, similar_to):
 
 
 def _scene_colours(rng, palette, shape):
-    """Colours of the scene's palette (array of shape `shape` + (3,)), each a little lighter or darker and
-    slightly shifted."""
+    """Colours of the scene's palette (array of shape `shape` + (3,)), each a little lighter or
+    darker and slightly shifted."""
     colours = palette[rng.integers(0, len(palette), shape)] * np.exp(rng.normal(0, 0.15, shape))[..., None]
     return np.clip(colours + rng.normal(0, 0.02, (*shape, 3)), 0, 1).astype(np.float32)
 
