@@ -14,6 +14,9 @@ def add_arguments(parser):
     p.add_argument("--bg-dir", type=Path, help="use real photos from this folder as backgrounds")
     p.add_argument("--n-bg", type=int, help="number of backgrounds (default: as many as foregrounds)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (output does not depend on it; default 2)")
+    p.add_argument(
+        "--version", type=int, choices=(1, 2), default=2, help="benchmark version (default 2: cluttered sharp backgrounds, textured foregrounds)"
+    )
 
     p = sub.add_parser("preview", help="a grid of composites with their alpha and group label")
     p.add_argument("root", type=Path, help="a dataset folder (fg/, alpha/, bg/) or a test set (merged/, alpha/)")
@@ -40,7 +43,9 @@ def run(args):
     if args.data_command == "synth":
         from .synth import synthesize
 
-        synthesize(args.out, args.n_fg, seed=args.seed, size=tuple(args.size), bg_dir=args.bg_dir, n_bg=args.n_bg, workers=args.workers)
+        synthesize(
+            args.out, args.n_fg, seed=args.seed, size=tuple(args.size), bg_dir=args.bg_dir, n_bg=args.n_bg, workers=args.workers, version=args.version
+        )
         return 0
     if args.data_command == "preview":
         from .preview import preview_grid
