@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import PpidError
 from .calibrate import calibration_runs, write_calibration
-from .plan import BUDGETS, FAMILIES, TABLES, execute, make_plan, prepare_data, status
+from .plan import BUDGETS, FAMILIES, TABLES, adopt, execute, make_plan, prepare_data, status
 
 GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
     "data/\n*.safetensors\n*.pt\nimages/\ntb/\n"
@@ -55,7 +55,7 @@ def run(args):
     def plan(iterations):
         runs, settings, data = make_plan(tables, families, seeds, args.budget, iterations, args.synth_version)
         if args.calibrate_ald:
-            extra = calibration_runs(runs)[1:]
+            extra = calibration_runs(runs, data)[1:]
             at = next((i for i, r in enumerate(runs) if r.variant == "ppid" and r.seed == 0), len(runs)) + 1
             runs = runs[:at] + extra + runs[at:]
         return runs, settings, data
@@ -89,7 +89,7 @@ def run(args):
     by_folder = {run.folder: run for run in runs}
     started, done_now = time.time(), 0
     for i, run in enumerate(runs, 1):
-        if status(run, root) == "done":
+        if status(run, root) == "done" or adopt(run, root):
             continue
         if args.max_runs is not None and done_now >= args.max_runs:
             print(f"reproduce: stopping after {done_now} runs (--max-runs); run the same command again to continue")
@@ -102,7 +102,7 @@ def run(args):
               f"{result['train_wall_s']:.0f}s training", flush=True)
         _report(root, runs, settings, data, tables, families, seeds, args.budget, quiet=True)
         if args.calibrate_ald:
-            write_calibration(root, calibration_runs(runs))
+            write_calibration(root, calibration_runs(runs, data))
     _report(root, runs, settings, data, tables, families, seeds, args.budget)
     print(f"reproduce: {done_now} runs trained in {time.time() - started:.0f}s; report in {root / 'tables.md'}")
     return 0

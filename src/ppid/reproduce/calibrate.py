@@ -13,11 +13,12 @@ from pathlib import Path
 
 from ..distill.ald import NORMS
 from ..io import atomic_path
-from .plan import Run, _hash
+from .plan import Run, run_hash
 
 
-def calibration_runs(runs):
-    """The seed-0 PPID student of the first family, under each reading other than its own."""
+def calibration_runs(runs, data):
+    """The seed-0 PPID student of the first family, under each reading other than its own (the
+    same hash as the plan's PPID run gets when that reading is the default)."""
     base = next((r for r in runs if r.variant == "ppid" and r.seed == 0), None)
     if base is None:
         return []
@@ -28,7 +29,8 @@ def calibration_runs(runs):
         cfg = json.loads(json.dumps(base.config))
         cfg["distill"]["attention_norm"] = norm
         cfg["name"] = f"{base.family}_ppid-{norm}_seed0"
-        extra.append(Run(base.family, f"ppid-{norm}", 0, cfg, _hash({"base": base.hash, "attention_norm": norm}), base.teacher))
+        teacher = next(r for r in runs if r.folder == base.teacher)
+        extra.append(Run(base.family, f"ppid-{norm}", 0, cfg, run_hash(cfg, data, teacher.hash), base.teacher))
     return [base] + extra
 
 

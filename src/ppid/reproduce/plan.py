@@ -94,6 +94,11 @@ def _hash(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def run_hash(cfg, data, teacher_hash):
+    """What a run computes: its config (not its name), the data, and its teacher's hash."""
+    return _hash({"config": {k: v for k, v in cfg.items() if k != "name"}, "data": data, "teacher": teacher_hash})
+
+
 def budget_settings(budget, iterations=None):
     if budget not in BUDGETS:
         raise PpidError(f"unknown budget {budget!r}; expected one of {', '.join(BUDGETS)}")
@@ -153,8 +158,7 @@ def make_plan(tables=TABLES, families=FAMILIES, seeds=(0, 1, 2), budget="cpu_sma
         teacher = teachers.get(family)
         cfg = run_config(family, variant, seed, settings, teacher.folder if teacher else None)
         distils = cfg["mode"] == "ppid"
-        key = {"config": {k: v for k, v in cfg.items() if k != "name"}, "data": data, "teacher": teacher.hash if distils else None}
-        runs.append(Run(family, variant, seed, cfg, _hash(key), teacher.folder if distils else None))
+        runs.append(Run(family, variant, seed, cfg, run_hash(cfg, data, teacher.hash if distils else None), teacher.folder if distils else None))
         if variant == "teacher":
             teachers[family] = runs[-1]
 
@@ -219,6 +223,18 @@ def status(run, root):
         except json.JSONDecodeError:
             pass
     return "resume" if _checkpoint_matches(run, root) else "pending"
+
+
+def adopt(run, root):
+    """Take over a finished run of the same hash from a sibling folder (a calibration run whose
+    reading became the default); True when the run is then done."""
+    root = Path(root)
+    for result in root.glob(f"runs/{run.family}/*/seed{run.seed}/{RESULT}"):
+        folder = result.parent
+        if folder != root / run.folder and json.loads(result.read_text()).get("hash") == run.hash:
+            shutil.copytree(folder, root / run.folder, dirs_exist_ok=True)
+            return True
+    return False
 
 
 def _checkpoint_matches(run, root):
