@@ -7,6 +7,7 @@
 #
 # usage: experiments/distill.sh cpu_small|gpu_small OUT [FAMILY]
 # env:   PPID_CMD (the command, default "ppid"), N_TRAIN, N_TEST, SYNTH_SIZE, SYNTH_WORKERS,
+#        SYNTH_VERSION (benchmark version, default 2; results before it existed used 1),
 #        ITERATIONS (overrides the configs' optim.iterations for all three runs)
 set -euo pipefail
 variant=${1:?usage: distill.sh cpu_small|gpu_small OUT [FAMILY]}
@@ -20,8 +21,9 @@ case $variant in
 esac
 configs=$(dirname "$0")/../configs
 workers=${SYNTH_WORKERS:-2}
-$ppid data synth --out "$out/data/train" --n-fg "$n_train" --seed 0 --size "$size" "$size" --workers "$workers"
-$ppid data synth --out "$out/data/test_src" --n-fg "$n_test" --seed 1 --size "$size" "$size" --workers "$workers"
+synth_version=${SYNTH_VERSION:-2}
+$ppid data synth --out "$out/data/train" --n-fg "$n_train" --seed 0 --size "$size" "$size" --workers "$workers" --version "$synth_version"
+$ppid data synth --out "$out/data/test_src" --n-fg "$n_test" --seed 1 --size "$size" "$size" --workers "$workers" --version "$synth_version"
 $ppid data build-testset --fg "$out/data/test_src/fg" --alpha "$out/data/test_src/alpha" \
   --bg "$out/data/test_src/bg" --per-fg 2 --out "$out/data/test" --split "$out/data/test_src/split.txt"
 data=(--set "data.train_root=$out/data/train" --set "data.val_root=$out/data/test")
