@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -112,6 +113,12 @@ def dataset_stats(root, manifest):
     }
 
 
+def cpu_seconds():
+    """CPU time of this process and of its finished children (the synth worker processes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-fg", type=int, default=40)
@@ -126,19 +133,23 @@ def main(argv=None):
 
     load_before = os.getloadavg()[0]
     seconds = {v: [] for v in args.versions}
+    cpu = {v: [] for v in args.versions}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeats):
             for version in args.versions:
                 out = Path(tmp) / f"v{version}"
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), cpu_seconds()
                 synthesize(out, args.n_fg, seed=args.seed, size=(args.size, args.size), workers=args.workers, version=version)
                 seconds[version].append(time.perf_counter() - start)
+                cpu[version].append(cpu_seconds() - start_cpu)
         for version in args.versions:
             manifest = json.loads((Path(tmp) / f"v{version}" / "manifest.json").read_text())
             results[f"v{version}"] = {
                 "seconds_median": round(statistics.median(seconds[version]), 2),
                 "seconds_all": [round(s, 2) for s in seconds[version]],
+                "cpu_seconds_median": round(statistics.median(cpu[version]), 2),  # less sensitive to load
+                "cpu_seconds_all": [round(s, 2) for s in cpu[version]],
                 **dataset_stats(Path(tmp) / f"v{version}", manifest),
             }
     first, last = f"v{args.versions[0]}", f"v{args.versions[-1]}"
@@ -150,13 +161,15 @@ def main(argv=None):
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "time_ratio": round(results[last]["seconds_median"] / results[first]["seconds_median"], 2),
+        "cpu_time_ratio": round(results[last]["cpu_seconds_median"] / results[first]["cpu_seconds_median"], 2),
         "time_ratio_of": f"{last} / {first}",
         "reference_photos": [photo_stats(p, args.size) for p in args.photos],
         "versions": results,
         "command": "python benchmarks/synth_stats.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     text = json.dumps(result, indent=2)
-    print(json.dumps({k: v for k, v in result.items() if k != "versions"} | {v: r["median"] for v, r in results.items()}, indent=1))
+    summary = {v: {"seconds": r["seconds_median"], "cpu_seconds": r["cpu_seconds_median"], **r["median"]} for v, r in results.items()}
+    print(json.dumps({k: v for k, v in result.items() if k != "versions"} | summary, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")

@@ -193,9 +193,10 @@ def _synth_stats():
 
 def test_version_2_has_no_sharpness_shortcut(tmp_path):
     """Version 1 foregrounds are flat and its backgrounds have no sharp edges, so sharpness alone
-    finds the foreground; version 2 must not allow that (medians over 8 samples at 128 px; seeds
-    0-2 measured 0.08-0.13 fg colour std, 0.48-0.77 edge ratio, 0.96-1.6 Laplacian ratio, against
-    0.018-0.032, 0.03-0.11 and 4.9-11 for version 1)."""
+    finds the foreground; version 2 must not allow that. Medians over 8 samples at 128 px, seeds
+    0-2, version 2 (version 1): fg colour std 0.080-0.134 (0.018-0.032), background sharp edges
+    0.18-0.23 (0-0.0014), sharp edges outside / in the band 0.38-0.75 (0.027-0.11), Laplacian
+    bg / fg 0.89-1.9 (4.9-11)."""
     stats = _synth_stats()
     measured = {}
     for version in VERSIONS:

@@ -220,12 +220,15 @@ def _pattern_text(rng, y, x, size, noise):
 
 
 _PATTERNS = (_pattern_gradient, _pattern_stripes, _pattern_checks, _pattern_spots, _pattern_blotches, _pattern_grain, _pattern_text)
-_PATTERN_CHANCES = np.cumsum([0.35, 0.1, 0.05, 0.1, 0.2, 0.12, 0.08])  # plain shaded gradients most often
+# Cumulative chances of each of _PATTERNS: for surfaces in a scene (mostly plain, shaded) and for
+# prints on foregrounds (never plain).
+_SURFACE_CHANCES = np.cumsum([0.35, 0.1, 0.05, 0.1, 0.2, 0.12, 0.08])
+_PRINT_CHANCES = np.cumsum([0.0, 0.2, 0.1, 0.25, 0.25, 0.1, 0.1])
 
 
-def _pattern(rng, y, x, size, noise):
-    """One of _PATTERNS, picked at random (chances _PATTERN_CHANCES)."""
-    pick = min(int(np.searchsorted(_PATTERN_CHANCES, rng.random() * _PATTERN_CHANCES[-1])), len(_PATTERNS) - 1)
+def _pattern(rng, y, x, size, noise, chances=_SURFACE_CHANCES):
+    """One of _PATTERNS, picked at random with the given cumulative chances."""
+    pick = min(int(np.searchsorted(chances, rng.random() * chances[-1], side="right")), len(_PATTERNS) - 1)
     return _PATTERNS[pick](rng, y, x, size, noise).astype(np.float32)
 
 
@@ -588,7 +591,7 @@ def _finish(rng, fg):
 def _print(rng, cv):
     """The weight (HxW) of a pattern printed over the whole canvas at a random scale."""
     noise = _noise(rng, cv.h, cv.w, rng.uniform(3, 8))
-    return _pattern(rng, cv.yy, cv.xx, cv.scale * rng.uniform(0.3, 1), noise)
+    return _pattern(rng, cv.yy, cv.xx, cv.scale * rng.uniform(0.3, 1), noise, _PRINT_CHANCES)
 
 
 def _body_colour_v2(rng, cv, pal, dist):
@@ -599,8 +602,8 @@ def _body_colour_v2(rng, cv, pal, dist):
         ink = _shade_of(rng, pal, rng.uniform(0.3, 0.8)).astype(np.float32) - pal.colour.astype(np.float32)
         fg = fg + ink * _print(rng, cv)[..., None]  # the print keeps the surface's texture
     angle = rng.uniform(0, 2 * np.pi)
-    light = 1 + rng.uniform(0.1, 0.4) * ((np.cos(angle) * cv.xx + np.sin(angle) * cv.yy) / cv.scale - 0.5)
-    rim = 1 - rng.uniform(0.1, 0.35) * np.exp(np.minimum(dist, 0) / (0.05 * cv.scale))
+    light = 1 + rng.uniform(0.1, 0.3) * ((np.cos(angle) * cv.xx + np.sin(angle) * cv.yy) / cv.scale - 0.5)
+    rim = 1 - rng.uniform(0.1, 0.25) * np.exp(np.minimum(dist, 0) / (0.05 * cv.scale))
     return _finish(rng, fg * (light * rim)[..., None])
 
 
