@@ -69,12 +69,14 @@ def run(args):
     if args.fit is not None or args.dry_run:
         from .probe import estimate, fit_iterations
 
-        costs, step_cost, eval_cost = estimate(pending or runs[:1], settings)
+        # --fit sizes every run of the plan: other iterations are other runs (other hashes)
+        costs, step_cost, eval_cost = estimate(runs if args.fit is not None else pending or runs[:1], settings)
         if args.fit is not None:
-            iterations = fit_iterations(pending, settings, args.fit, step_cost, eval_cost)
+            iterations = fit_iterations(runs, settings, args.fit, step_cost, eval_cost)
             if iterations < 50:
-                raise PpidError(f"the {len(pending)} pending runs do not fit in {args.fit:.0f}s on this machine even at 50 iterations")
-            print(f"reproduce: {iterations} iterations per run fit {len(pending)} runs in {args.fit:.0f}s")
+                raise PpidError(f"the {len(runs)} runs do not fit in {args.fit:.0f}s on this machine even at 50 iterations")
+            print(f"reproduce: {iterations} iterations per run fit {len(runs)} runs in {args.fit:.0f}s "
+                  f"(continue this plan with --iterations {iterations})")
             runs, settings, data = plan(iterations)
             states = {run.folder: status(run, root) for run in runs}
             pending = [run for run in runs if states[run.folder] != "done"]
