@@ -132,3 +132,21 @@ def test_report_ignores_results_of_another_config(tmp_path):
     (tmp_path / run.folder / RESULT).write_text(json.dumps(stale))
     doc = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0,), "smoke")
     assert doc["runs_done"] == 0 and doc["tables"]["1"]["families"] == {}
+
+
+def test_hash_ignores_logging_and_keys_added_later_at_their_default(monkeypatch):
+    import ppid.reproduce.plan as plan
+
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    cfg, data = runs[1].config, {"synth_version": 2}
+    base = plan.run_hash(cfg, data, None)
+    louder = json.loads(json.dumps(cfg))
+    louder["train"]["log_every"] = 1
+    assert plan.run_hash(louder, data, None) == base
+    newer = json.loads(json.dumps(cfg))
+    newer["train"]["compile"] = False
+    monkeypatch.setattr(plan, "ADDED_LATER", {"train.compile": False})
+    assert plan.run_hash(newer, data, None) == base
+    newer["train"]["compile"] = True
+    assert plan.run_hash(newer, data, None) != base
+    assert plan.run_hash(cfg, data, "teacher-a") != plan.run_hash(cfg, data, "teacher-b")

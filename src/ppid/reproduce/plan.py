@@ -94,9 +94,29 @@ def _hash(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Config keys that do not change what a run computes (names, output, logging cadence, loader
+# processes), and keys added after results were first recorded, with the default that keeps the
+# old behaviour: both stay out of the hash, so that finished runs remain valid.
+NOT_HASHED = {"name", "train.out", "train.log_every", "train.image_every", "train.ckpt_every", "data.workers"}
+ADDED_LATER = {}  # "section.key": default value
+
+
+def _flatten(cfg, prefix=""):
+    out = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
 def run_hash(cfg, data, teacher_hash):
-    """What a run computes: its config (not its name), the data, and its teacher's hash."""
-    return _hash({"config": {k: v for k, v in cfg.items() if k != "name"}, "data": data, "teacher": teacher_hash})
+    """What a run computes: its config (less NOT_HASHED), the data, and its teacher's hash."""
+    flat = {k: v for k, v in _flatten(cfg).items()
+            if k not in NOT_HASHED and not (k in ADDED_LATER and v == ADDED_LATER[k])}
+    return _hash({"config": flat, "data": data, "teacher": teacher_hash})
 
 
 def budget_settings(budget, iterations=None):
