@@ -150,3 +150,72 @@ def test_hash_ignores_logging_and_keys_added_later_at_their_default(monkeypatch)
     newer["train"]["compile"] = True
     assert plan.run_hash(newer, data, None) != base
     assert plan.run_hash(cfg, data, "teacher-a") != plan.run_hash(cfg, data, "teacher-b")
+
+
+# -- end to end, at a tiny budget -------------------------------------------------------------------
+TINY = {
+    "device": "cpu", "synth_size": 64, "n_train": 4, "n_val": 2, "n_test": 2, "test_per_fg": 1,
+    "size": 32, "batch_size": 2, "iterations": 4, "val_every": 2, "ckpt_every": 2, "log_every": 1, "workers": 0,
+}
+
+
+@pytest.fixture
+def tiny_budget(monkeypatch):
+    import ppid.reproduce.plan as plan
+
+    monkeypatch.setitem(plan.BUDGETS, "smoke", dict(TINY))
+
+
+def _reproduce(out, *extra):
+    from ppid.cli import main
+
+    return main(["reproduce", "--budget", "smoke", "--tables", "1", "--families", "indexnet", "--seeds", "0", "--out", str(out), *extra])
+
+
+def test_reproduce_runs_reports_skips_and_resumes(tiny_budget, tmp_path, monkeypatch, capsys):
+    import ppid.train as engine
+
+    out = tmp_path / "exp"
+    real_batches = engine.make_batches
+    calls = {"n": 0}
+
+    def cut_the_second_run(*args, **kwargs):  # the baseline stops after step 3 (checkpoint at 2)
+        calls["n"] += 1
+        for i, item in enumerate(real_batches(*args, **kwargs)):
+            if calls["n"] == 2 and i == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(engine, "make_batches", cut_the_second_run)
+    assert _reproduce(out) == 130  # interrupted, as the CLI reports it
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    assert [status(r, out) for r in runs] == ["done", "resume", "pending"]
+    monkeypatch.setattr(engine, "make_batches", real_batches)
+    assert _reproduce(out) == 0
+    assert [status(r, out) for r in runs] == ["done", "done", "done"]
+    log = [json.loads(line) for line in (out / runs[1].folder / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in log if "event" not in r]
+    assert steps == [1, 2, 3, 3, 4]  # resumed from the step-2 checkpoint (step 3 logged by both halves)
+    result = json.loads((out / runs[1].folder / RESULT).read_text())
+    assert result["selection"].startswith("val-best") and result["test"]["count"] == 2
+    assert result["config"]["data"]["val_root"] == "data/val"  # relative: no machine paths
+    md = (out / "tables.md").read_text()
+    assert "3 of 3 planned runs finished" in md and (out / "table1.png").is_file()
+    assert (out / ".gitignore").read_text().count("*.safetensors") == 1
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(engine, "train", must_not_train)
+    capsys.readouterr()
+    assert _reproduce(out) == 0
+    assert "0 runs trained" in capsys.readouterr().out
+
+
+def test_dry_run_prints_every_run_with_an_estimate_and_trains_nothing(tiny_budget, tmp_path, capsys):
+    assert _reproduce(tmp_path / "dry", "--dry-run", "--calibrate-ald") == 0
+    text = capsys.readouterr().out
+    for folder in ("teacher/seed0", "baseline/seed0", "ppid/seed0", "ppid-softmax/seed0", "ppid-positions/seed0"):
+        assert f"runs/indexnet/{folder}" in text
+    assert "5 runs, 5 to train" in text and " min" in text
+    assert not (tmp_path / "dry").exists()
