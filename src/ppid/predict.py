@@ -11,7 +11,8 @@ Output layout (one folder per kind, file names follow the input stems, always PN
 
 The model sees the photo at full resolution (it pads to a multiple of 32 itself); `--max-side N`
 runs it on a copy whose longer side is N and upsamples the alpha. Foreground colours
-(`ppid.foreground`, blur-fusion) are estimated at full resolution on the model's device.
+(`ppid.foreground`, multi-level estimation) are estimated at full resolution: on a GPU with
+torch, on a CPU with pymatting.
 """
 
 import glob
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from . import PpidError
 from .data.compose import composite as compose
-from .foreground import estimate_foreground_torch
+from .foreground import estimate_foreground
 from .models.common import clamp_to_trimap
 from .io import IMAGE_EXTENSIONS, list_images, read_image, read_trimap, snap_trimap, write_image
 
@@ -180,7 +181,7 @@ class Predictor:
     def run(self, image, trimap=None):
         """One model pass: (image, alpha, fg) tensors on the device, (1,3,H,W), (1,1,H,W), (1,3,H,W)."""
         image_t, alpha_t = self._alpha(image, trimap)
-        return image_t, alpha_t, estimate_foreground_torch(image_t, alpha_t)
+        return image_t, alpha_t, estimate_foreground(image_t, alpha_t)
 
     # -- NumPy API ------------------------------------------------------------------------------
     def predict(self, image, trimap=None):
