@@ -161,12 +161,30 @@ def test_gradients_reach_connectors_and_gc_blocks_not_teacher(teachers):
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
 
 
+def test_cross_family_distillation_through_adapters(teachers, dataset, tmp_path):
+    cfg = load_config("indexnet_ppid_from_gca", {"distill": {"teacher": str(teachers["gca"])}})
+    model, teacher = build_models(cfg, torch.device("cpu"))
+    assert teacher.build_args["family"] == "gca" and model.build_args["family"] == "indexnet"
+    batch = _batch()
+    with torch.no_grad():
+        t_out = teacher(batch["image"], batch["trimap"])
+    objective = Objective(model, cfg, [f.shape[1] for f in t_out.enc], t_out)
+    terms, _ = objective(batch, t_out)
+    assert {"clsd_same", "clsd_cross", "ald_f", "ald_a"} <= set(terms)
+    terms["total"].backward()
+    convs = [m for m in objective.adapters.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.grad is not None and c.weight.grad.abs().sum() > 0 for c in convs)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in build("indexnet", "student", cross_layer=True).parameters())
+    train(load_config("indexnet_ppid_from_gca", tiny(dataset, tmp_path / "x", distill={"teacher": str(teachers["gca"])})))
+    assert len(losses(tmp_path / "x")) == 4
+
+
 def test_teacher_of_wrong_role_or_family_is_refused(tmp_path, teachers):
     student = tmp_path / "student.safetensors"
     save_model(build("indexnet", "student"), student)
     with pytest.raises(PpidError, match="expected a indexnet teacher"):
         build_models(load_config(None, {"mode": "ppid", "distill": {"teacher": str(student)}}), torch.device("cpu"))
-    with pytest.raises(PpidError, match="expected a indexnet teacher"):
+    with pytest.raises(PpidError, match="expected a indexnet teacher .distill.cross_family"):
         build_models(load_config(None, {"mode": "ppid", "distill": {"teacher": str(teachers["dim"])}}), torch.device("cpu"))
 
 

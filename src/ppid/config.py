@@ -21,6 +21,7 @@ DEFAULTS = {
     },
     "distill": {  # used by mode: ppid
         "teacher": None,  # teacher weights (.safetensors from `ppid train` / save_model)
+        "cross_family": False,  # allow a teacher of another family (1x1-conv adapters, distill/adapt.py)
         "semantic": "clsd",  # none | sd | clsd
         "local": "ald",  # none | ld | ald | ald_f | ald_a
         "lambda1": 0.2,  # Table 5

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from . import PpidError
 from .config import builtin_configs, load_config, parse_set
+from .distill.adapt import TapAdapters
 from .distill.ald import ald_loss
 from .distill.clsd import CLSD
 from .io import atomic_path, write_image
@@ -147,9 +148,11 @@ def build_models(cfg, device):
     if mode == "ppid":
         teacher = load_model(cfg["distill"]["teacher"], device=device)
         args = teacher.build_args
-        if args["role"] != "teacher" or args["family"] != family:
+        other_family_ok = cfg["distill"]["cross_family"]
+        if args["role"] != "teacher" or (args["family"] != family and not other_family_ok):
+            hint = " (distill.cross_family: true distils across families)" if args["role"] == "teacher" else ""
             raise PpidError(
-                f"{cfg['distill']['teacher']}: is a {args['family']} {args['role']}, expected a {family} teacher"
+                f"{cfg['distill']['teacher']}: is a {args['family']} {args['role']}, expected a {family} teacher{hint}"
             )
         teacher.requires_grad_(False).eval()  # frozen: eval mode, no grad
     return model.to(device), teacher
@@ -158,11 +161,23 @@ def build_models(cfg, device):
 class Objective(nn.Module):
     """The trained parameters (model + auxiliary GC blocks) and the loss; DDP wraps this."""
 
-    def __init__(self, model, cfg, enc_channels=None):
+    def __init__(self, model, cfg, enc_channels=None, teacher_probe=None):
+        """enc_channels: the teacher's encoder widths (CLSD's GC blocks work at them).
+        teacher_probe: the teacher's output on a small probe, needed across families to size the
+        adapters from the student's taps to the teacher's (distill/adapt.py)."""
         super().__init__()
         self.model = model
         self.mode = cfg["mode"]
         self.d = dict(cfg["distill"])
+        self.adapters = None
+        if self.mode == "ppid" and self.d["cross_family"]:
+            size = teacher_probe.alpha.shape[-2:]
+            device = next(model.parameters()).device
+            was_training = model.training
+            with torch.no_grad():  # eval: batch-norm statistics stay untouched by the probe
+                student_probe = model.eval()(torch.zeros(1, 3, *size, device=device))
+            model.train(was_training)
+            self.adapters = TapAdapters(student_probe, teacher_probe)
         self.clsd = None
         if self.mode == "ppid" and self.d["semantic"] != "none":
             self.clsd = CLSD(
@@ -177,11 +192,12 @@ class Objective(nn.Module):
         total = terms["alpha"]
         if self.mode == "ppid":
             distill = {}
+            taps = out if self.adapters is None else self.adapters(out, teacher_out)
             if self.clsd is not None:
-                distill.update(self.clsd(teacher_out, out))
+                distill.update(self.clsd(teacher_out, taps))
             distill.update(
                 ald_loss(
-                    teacher_out.dec, out.dec, batch["trimap"], self.d["local"], self.d["alpha"], self.d["beta"],
+                    teacher_out.dec, taps.dec, batch["trimap"], self.d["local"], self.d["alpha"], self.d["beta"],
                     self.d["temperature"], self.d["attention_norm"],
                 )
             )
@@ -269,12 +285,13 @@ def train(cfg, resume=None):
         print(f"note: train.amp={t_cfg['amp']} is not used on this {device.type} (no native support); training in float32")
 
     model, teacher = build_models(cfg, device)
-    enc_channels = None
+    enc_channels = teacher_probe = None
     if teacher is not None:
         probe = torch.zeros(1, 3, 64, 64, device=device)
         with torch.no_grad():
-            enc_channels = [f.shape[1] for f in teacher(probe, torch.full((1, 1, 64, 64), 0.5, device=device)).enc]
-    objective = Objective(model, cfg, enc_channels).to(device)
+            teacher_probe = teacher(probe, torch.full((1, 1, 64, 64), 0.5, device=device))
+        enc_channels = [f.shape[1] for f in teacher_probe.enc]
+    objective = Objective(model, cfg, enc_channels, teacher_probe).to(device)
     if use_cuda and t_cfg["channels_last"]:
         objective = objective.to(memory_format=torch.channels_last)
         if teacher is not None:
