@@ -1,6 +1,7 @@
 """Metrics against hand-computed values of the DIM benchmark definitions."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ from scipy import ndimage
 
 from ppid import PpidError
 from ppid.metrics import (
+    METRICS,
+    REGIONS,
     compute_metrics,
     conn,
     gauss_gradient_kernels,
@@ -219,3 +222,16 @@ def test_empty_transition_region_gives_nan_mse():
 def test_bad_input_is_a_clear_error(pred, gt, trimap, region, message):
     with pytest.raises(PpidError, match=message.replace("[", r"\[").replace("]", r"\]")):
         compute_metrics(pred, gt, trimap, region)
+
+
+def test_values_match_the_reference_values_of_the_first_implementation():
+    # Seeded cases (soft objects, a band on the border, many small components, a prediction that
+    # never reaches 255, a largest component that moves, a constant prediction, one-pixel and
+    # corner regions) with the values the plain implementation gave (tests/data/make_metrics_reference.py).
+    reference = np.load(Path(__file__).with_name("data") / "metrics_reference.npz")
+    for i, expected in enumerate(reference["values"]):
+        pred, gt, trimap = (reference[f"{kind}_{i}"] for kind in ("pred", "gt", "trimap"))
+        got = metrics_by_region(pred, gt, trimap, REGIONS)
+        for region, row in zip(REGIONS, expected):
+            values = [got[region][m] for m in METRICS]
+            np.testing.assert_allclose(values, row, rtol=1e-4, atol=1e-12, err_msg=f"case {i}, {region}")
