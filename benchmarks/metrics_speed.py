@@ -1,6 +1,7 @@
 """Speed of `ppid.metrics` against a plain NumPy/SciPy port of the DIM MATLAB code, and throughput.
 
     nice -n 19 python benchmarks/metrics_speed.py --out results/metrics_speed.json
+    nice -n 19 python benchmarks/metrics_speed.py --profile --repeats 10   # where the time goes
 
 1. Versus the plain port: seeded 1024x1024 cases (a soft object, a prediction with errors, a
    trimap whose unknown band is about 10% of the image). Per repeat, every case is timed with
@@ -15,9 +16,11 @@ Compare timings only within one run: the machine may be shared (the JSON records
 """
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import shlex
 import sys
 import time
@@ -202,6 +205,16 @@ def throughput(sizes, min_seconds):
     return results
 
 
+def profile(size, repeats, top=12):
+    """cProfile of `metrics_by_region` (both regions) on the first case: where the time goes."""
+    pred, gt, trimap = realistic_case(size, seed=0)
+    metrics.metrics_by_region(pred, gt, trimap, metrics.REGIONS)  # warm-up
+    profiler = cProfile.Profile()
+    profiler.runcall(lambda: [metrics.metrics_by_region(pred, gt, trimap, metrics.REGIONS) for _ in range(repeats)])
+    print(f"{repeats} calls of metrics_by_region(both regions) at {size}x{size}, by own time:")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
+
+
 def print_comparison(timings, worst):
     for region, rows in timings.items():
         print(f"{region}: per image, plain port ms / ppid ms = ratio")
@@ -218,7 +231,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048], help="throughput sizes")
     parser.add_argument("--min-seconds", type=float, default=2.0, help="throughput timing window")
+    parser.add_argument("--profile", action="store_true", help="only print a cProfile of the first case and exit")
     args = parser.parse_args()
+    if args.profile:
+        return profile(args.case_size, args.repeats)
 
     load_at_start = os.getloadavg()[0]
     cases = [realistic_case(args.case_size, seed) for seed in range(args.cases)]
