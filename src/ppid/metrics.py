@@ -23,6 +23,7 @@ relative. Points where the MATLAB behaviour cannot be checked without MATLAB are
 `grad` and `conn`.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -258,10 +259,10 @@ def connectivity_phi(a8, l_map, theta=CONN_THETA):
 
 
 def _region_sum(values, mask):
+    """Sum over the region (None: everything); the selected pixels are summed in row-major order
+    whatever box `values` covers, so a region's value does not depend on the other regions."""
     dtype = np.int64 if np.issubdtype(values.dtype, np.integer) else np.float64  # exact integer sums
-    if mask is None:
-        return float(values.sum(dtype=dtype))
-    return float(values.sum(where=mask, dtype=dtype))
+    return float((values if mask is None else values[mask]).sum(dtype=dtype))
 
 
 def _hw(shape):
@@ -280,7 +281,7 @@ def _evaluated_window(masks, shape):
     'whole', an empty box if no region has pixels."""
     if any(mask is None for mask in masks):
         return _whole(shape)
-    union = np.logical_or.reduce(list(masks))
+    union = functools.reduce(np.logical_or, masks)
     if not union.any():
         return slice(0, 0), slice(0, 0)
     return _bounding_box(union)
