@@ -125,7 +125,7 @@ def test_format_comparison_puts_models_in_rows():
 
 
 def run_cli(capsys, *argv):
-    code = main(["evaluate", *map(str, argv)])
+    code = main(["evaluate", "--workers", "1", *map(str, argv)])
     err = capsys.readouterr().err
     return code, err
 
@@ -193,3 +193,24 @@ def test_failed_run_keeps_previous_outputs(testset, capsys):
     (root / "gt" / "glass_0.png").write_bytes(b"broken")
     code, _ = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--json", out_json)
     assert code == 2 and out_json.read_text() == "previous"
+
+
+def test_workers_give_the_same_rows_in_the_same_order(testset, capsys):
+    root, _ = testset
+    outputs = []
+    for workers in ("1", "2"):
+        out_csv = root / f"rows_{workers}.csv"
+        assert main(["evaluate", "--pred", str(root / "pred"), "--gt", str(root / "gt"), "--trimap", str(root / "trimaps"),
+                     "--split", str(root / "split.txt"), "--workers", workers, "--csv", str(out_csv)]) == 0
+        outputs.append((capsys.readouterr().out.replace(str(out_csv), ""), out_csv.read_text()))
+    assert outputs[0] == outputs[1]
+
+
+def test_an_error_in_a_worker_is_the_one_line_error_of_the_first_bad_file(testset, capsys):
+    root, _ = testset
+    for name in ("glass_1", "hair_1"):
+        (root / "pred" / f"{name}.png").write_bytes(b"not a png")
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--workers", "2")
+    assert code == 2 and err.count("\n") == 1 and "glass_1.png: cannot read image" in err
+    code, err = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--workers", "0")
+    assert code == 2 and "workers must be at least 1" in err

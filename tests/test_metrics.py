@@ -1,6 +1,7 @@
 """Metrics against hand-computed values of the DIM benchmark definitions."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,8 +9,11 @@ from scipy import ndimage
 
 from ppid import PpidError
 from ppid.metrics import (
+    METRICS,
+    REGIONS,
     compute_metrics,
     conn,
+    connectivity_levels,
     gauss_gradient_kernels,
     grad,
     gradient_magnitude,
@@ -174,6 +178,44 @@ def test_conn_tie_takes_first_component_in_column_major_order():
     assert conn(pred, gt) == pytest.approx(4 * (1 - 230 / 255) / 1000, rel=1e-5)
 
 
+def direct_connectivity_levels(p8, g8):
+    """compute_connectivity_error.m's loop transcribed: one labelling per threshold, of the
+    transposed mask so that labels (and ties) follow bwconncomp's column-major order."""
+    p, g = p8.astype(np.float32) / np.float32(255), g8.astype(np.float32) / np.float32(255)
+    thresholds = np.arange(0, 11) * 0.1
+    l_map = np.full(p.shape, -1.0, np.float32)
+    for prev, t in zip(thresholds[:-1], thresholds[1:]):
+        labels, n = ndimage.label(((p >= t) & (g >= t)).T)  # 4-connected
+        omega = (labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1).T if n else np.zeros(p.shape, bool)
+        l_map[(l_map == -1) & ~omega] = prev
+    l_map[l_map == -1] = 1
+    return l_map
+
+
+def test_connectivity_levels_equal_the_direct_transcription():
+    # Few grey levels make ties, largest components that move to another component, and chains
+    # that end early frequent; blobs make nested components over many thresholds.
+    rng = np.random.default_rng(0)
+    palette = np.array([0, 20, 26, 90, 128, 200, 254, 255], np.uint8)
+    for i in range(150):
+        shape = tuple(rng.integers(1, 24, 2))
+        if i % 3 == 0:
+            p8, g8 = palette[rng.integers(0, 8, shape)], palette[rng.integers(0, 8, shape)]
+        elif i % 3 == 1:
+            p8, g8 = (rng.integers(0, 256, shape).astype(np.uint8) for _ in range(2))
+        else:
+            p8, g8 = random_matte(shape, seed=i), random_matte(shape, seed=i + 1000)
+        np.testing.assert_array_equal(connectivity_levels(p8, g8), direct_connectivity_levels(p8, g8), err_msg=f"case {i}")
+
+
+def test_gradient_inside_a_window_equals_the_whole_image_filter():
+    a = random_matte((30, 40), seed=11)
+    whole = gradient_magnitude(a)
+    for rows, cols in [(slice(10, 20), slice(12, 30)), (slice(0, 5), slice(35, 40)), (slice(29, 30), slice(0, 40)),
+                       (slice(7, 8), slice(9, 10)), (slice(3, 3), slice(0, 40))]:
+        np.testing.assert_array_equal(gradient_magnitude(a, window=(rows, cols)), whole[rows, cols])
+
+
 def test_float_and_uint8_give_the_same_numbers():
     gt8, pred8 = random_matte(seed=6), random_matte(seed=7)
     gt_f, pred_f = gt8 / 255.0, pred8.astype(np.float32) / 255
@@ -219,3 +261,16 @@ def test_empty_transition_region_gives_nan_mse():
 def test_bad_input_is_a_clear_error(pred, gt, trimap, region, message):
     with pytest.raises(PpidError, match=message.replace("[", r"\[").replace("]", r"\]")):
         compute_metrics(pred, gt, trimap, region)
+
+
+def test_values_match_the_reference_values_of_the_first_implementation():
+    # Seeded cases (soft objects, a band on the border, many small components, a prediction that
+    # never reaches 255, a largest component that moves, a constant prediction, one-pixel and
+    # corner regions) with the values the plain implementation gave (tests/data/make_metrics_reference.py).
+    reference = np.load(Path(__file__).with_name("data") / "metrics_reference.npz")
+    for i, expected in enumerate(reference["values"]):
+        pred, gt, trimap = (reference[f"{kind}_{i}"] for kind in ("pred", "gt", "trimap"))
+        got = metrics_by_region(pred, gt, trimap, REGIONS)
+        for region, row in zip(REGIONS, expected):
+            values = [got[region][m] for m in METRICS]
+            np.testing.assert_allclose(values, row, rtol=1e-4, atol=1e-12, err_msg=f"case {i}, {region}")

@@ -9,7 +9,11 @@ with a trimap, so a trimap-free student's score holds no privileged information.
 
 import csv
 import json
+import multiprocessing
+import os
 import re
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,19 +60,24 @@ def evaluate_arrays(items, region="whole", clamping="none"):
     were made ("none" for trimap-free students; "trimap" when known trimap regions were set to
     0/1, as trimap-based teachers are). Returns (rows, summary) like `evaluate_folders`.
     """
-    items = [(name, pred, gt, trimap, group, name) for name, pred, gt, trimap, group in items]
+    items = list(items)
     have_trimaps = bool(items) and all(item[3] is not None for item in items)
-    return _evaluate(items, resolve_regions(region, have_trimaps), clamping)
+    regions = resolve_regions(region, have_trimaps)
+    values = (_image_values(pred, gt, trimap, regions, name) for name, pred, gt, trimap, _ in items)
+    return _table([(name, group) for name, _, _, _, group in items], values, regions, clamping)
 
 
-def evaluate_folders(pred_dir, gt_dir, trimap_dir=None, split=None, region=None, progress=False):
+def evaluate_folders(pred_dir, gt_dir, trimap_dir=None, split=None, region=None, progress=False, workers=1):
     """Evaluate the predictions in `pred_dir` against `gt_dir` (and `trimap_dir`), by stem.
 
     split: a `name group` file (or None); region: 'whole', 'transition', 'both' or None ('both'
-    with trimaps, else 'whole'). Returns (rows, summary): one row per image and region, and the
-    summary described in `summarize`.
+    with trimaps, else 'whole'); workers: processes reading and evaluating images in parallel
+    (results and their order do not depend on it). Returns (rows, summary): one row per image
+    and region, and the summary described in `summarize`.
     """
     regions = resolve_regions(region, trimap_dir is not None)
+    if workers < 1:
+        raise PpidError(f"workers must be at least 1, got {workers}")
     preds, gts = list_images(pred_dir), list_images(gt_dir)
     if not gts:
         raise PpidError(f"{gt_dir}: no ground-truth images")
@@ -78,25 +87,51 @@ def evaluate_folders(pred_dir, gt_dir, trimap_dir=None, split=None, region=None,
         missing = sorted(set(gts) - set(trimaps))
         if missing:
             raise PpidError(f"{trimap_dir}: no trimap for {_names(missing)}")
-    split_groups = read_split(split) if split is not None else None
-
-    def items():
-        for name, gt_path in gts.items():
-            group = None
-            if split_groups is not None:
-                group = group_of(name, split_groups)
-                if group is None:
-                    raise PpidError(f"{split}: no group for {name!r} (nor for its foreground)")
-            trimap = read_trimap(trimaps[name]) if name in trimaps else None
-            files = ", ".join(str(p) for p in (preds[name], gt_path, trimaps.get(name)) if p is not None)
-            yield name, read_alpha(preds[name]), read_alpha(gt_path), trimap, group, files
-
-    stream = items()
+    groups = _groups(gts, split)
+    files = [(preds[name], gt_path, trimaps.get(name)) for name, gt_path in gts.items()]
+    values = _map_in_order(partial(_file_values, regions=regions), files, workers)
     if progress:
         from tqdm import tqdm
 
-        stream = tqdm(stream, total=len(gts), desc="evaluate", unit="img", disable=None)
-    return _evaluate(stream, regions)
+        values = tqdm(values, total=len(files), desc="evaluate", unit="img", disable=None)
+    return _table(list(zip(gts, groups)), values, regions)
+
+
+def _groups(names, split):
+    """The split group of each name (all None without a split)."""
+    if split is None:
+        return [None] * len(names)
+    split_groups = read_split(split)
+    groups = []
+    for name in names:
+        group = group_of(name, split_groups)
+        if group is None:
+            raise PpidError(f"{split}: no group for {name!r} (nor for its foreground)")
+        groups.append(group)
+    return groups
+
+
+def _map_in_order(fn, jobs, workers):
+    """fn over jobs, results in job order; with several workers in a process pool, the first
+    failing job (in job order) raises and the jobs not yet started are cancelled."""
+    workers = min(workers, len(jobs))
+    if workers <= 1:
+        yield from map(fn, jobs)
+        return
+    # spawn: a fresh interpreter per worker, safe whatever threads (torch, BLAS) the caller runs.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield from pool.map(fn, jobs)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _file_values(files, regions):
+    """Metrics of one (pred, gt, trimap or None) file triple; runs in a worker process."""
+    pred_path, gt_path, trimap_path = files
+    trimap = read_trimap(trimap_path) if trimap_path is not None else None
+    label = ", ".join(str(p) for p in files if p is not None)
+    return _image_values(read_alpha(pred_path), read_alpha(gt_path), trimap, regions, label)
 
 
 def _check_pairs(preds, pred_dir, gts, gt_dir):
@@ -111,18 +146,23 @@ def _names(names, shown=5):
     return ", ".join(repr(n) for n in names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-def _evaluate(items, regions, clamping="none"):
-    """items of (name, pred, gt, trimap, group, label); label names the image in errors."""
+def _image_values(pred, gt, trimap, regions, label):
+    """{region: {metric: value}} of one image; `label` names the image in errors."""
+    try:
+        values = metrics_by_region(pred, gt, trimap, regions)
+    except PpidError as err:
+        raise PpidError(f"{label}: {err}") from None
+    if "transition" in regions and np.isnan(values["transition"]["mse"]):  # MATLAB's 0/0
+        raise PpidError(f"{label}: the trimap has no unknown (128) pixels, the transition region is empty")
+    return values
+
+
+def _table(names_and_groups, values, regions, clamping="none"):
+    """Rows (one per image and region) and their summary, from per-image values in name order."""
     rows = []
-    for name, pred, gt, trimap, group, label in items:
-        try:
-            values = metrics_by_region(pred, gt, trimap, regions)
-        except PpidError as err:
-            raise PpidError(f"{label}: {err}") from None
-        if "transition" in regions and np.isnan(values["transition"]["mse"]):  # MATLAB's 0/0
-            raise PpidError(f"{label}: the trimap has no unknown (128) pixels, the transition region is empty")
+    for (name, group), image_values in zip(names_and_groups, values):
         for region in regions:
-            rows.append({"name": name, "group": group, "region": region, **values[region]})
+            rows.append({"name": name, "group": group, "region": region, **image_values[region]})
     if not rows:
         raise PpidError("nothing to evaluate: no images")
     return rows, summarize(rows, regions, clamping)
@@ -303,6 +343,9 @@ def add_arguments(parser):
                         help="evaluated pixels (default: both with --trimap, else whole)")
     parser.add_argument("--csv", type=Path, help="write the per-image metrics here")
     parser.add_argument("--json", type=Path, help="write the summary (protocol, counts, group means) here")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="with --pred/--gt: processes evaluating images in parallel (default: all cores); "
+                             "results do not depend on it")
 
 
 def run(args):
@@ -310,7 +353,8 @@ def run(args):
         return _run_models(args)
     if args.pred is None or args.gt is None:
         raise PpidError("give --pred and --gt folders, or --model WEIGHTS with --data TESTSET")
-    rows, summary = evaluate_folders(args.pred, args.gt, args.trimap, args.split, args.region, progress=True)
+    rows, summary = evaluate_folders(args.pred, args.gt, args.trimap, args.split, args.region, progress=True,
+                                     workers=args.workers)
     print(format_table(summary))
     if args.csv:
         write_csv(rows, args.csv)

@@ -23,6 +23,7 @@ relative. Points where the MATLAB behaviour cannot be checked without MATLAB are
 `grad` and `conn`.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -100,39 +101,70 @@ def gauss_gradient_kernels(sigma=GRAD_SIGMA, epsilon=1e-2):
     return g, dg / math.sqrt(np.sum(g**2) * np.sum(dg**2))
 
 
-def mat2gray(a):
-    """MATLAB `mat2gray` of a uint8 matte: min-max stretch to [0, 1] in float64.
+def gradient_magnitude(a, sigma=GRAD_SIGMA, window=None):
+    """|grad| of MATLAB `mat2gray(a)` with MATLAB `gaussgradient` (replicate borders), as float32.
 
-    For a constant matte MATLAB returns double(A) clipped to [0, 1] (our reading of its source);
-    the Grad metric cannot tell, since a constant image has zero gradient either way.
+    `window` (a pair of slices, default the whole matte) limits the output to a box: the box is
+    filtered with a margin of the kernel's half-width, so its values equal the whole-matte ones.
+
+    mat2gray stretches the whole matte's [min, max] to [0, 1]; it is linear, so the filters run
+    on a - min (exact small integers) and the magnitude is divided by max - min. (For a constant
+    matte MATLAB returns double(A) clipped to [0, 1], our reading of its source: the gradient is
+    zero either way.) `gaussgradient.m` calls imfilter(..., 'replicate', 'conv'); convolution and
+    correlation differ only in the sign of the antisymmetric derivative kernel, so the magnitude
+    is the same. The separable passes equal the 2-D filter, replicate borders included.
     """
+    g, dg = (k.astype(np.float32) for k in gauss_gradient_kernels(sigma))
+    half = len(g) // 2
+    window = window or _whole(a.shape)
+    if any(span.start == span.stop for span in window):
+        return np.zeros(tuple(span.stop - span.start for span in window), np.float32)
+    grown = tuple(_grow(span, size, half) for span, size in zip(window, a.shape))
     lo, hi = int(a.min()), int(a.max())
-    if lo == hi:
-        return np.clip(a.astype(np.float64), 0.0, 1.0)
-    return (a.astype(np.float64) - lo) / (hi - lo)
+    padded = np.pad(a[grown] - np.uint8(lo), half, mode="edge").astype(np.float32)
+    # Derivative first: differences of exact integers lose no digits and the smoothing after it
+    # has positive weights, so single precision stays within about 2e-6 relative of float64.
+    gx = _correlate_valid(_correlate_valid(padded, dg, axis=1), g, axis=0)
+    gy = _correlate_valid(_correlate_valid(padded, dg, axis=0), g, axis=1)
+    magnitude = np.sqrt(np.add(np.square(gx, out=gx), np.square(gy, out=gy), out=gx), out=gx)
+    if hi > lo:
+        magnitude *= np.float32(1.0 / (hi - lo))
+    return magnitude[tuple(slice(span.start - box.start, span.stop - box.start) for span, box in zip(window, grown))]
 
 
-def gradient_magnitude(a, sigma=GRAD_SIGMA):
-    """|grad| of `mat2gray(a)` with MATLAB `gaussgradient` (replicate borders), as float32.
-
-    `gaussgradient.m` calls imfilter(..., 'replicate', 'conv'); convolution and correlation differ
-    only in the sign of the antisymmetric derivative kernel, so the magnitude is the same. The
-    separable passes equal the 2-D filter, replicate borders included.
-    """
-    g, dg = gauss_gradient_kernels(sigma)
-    img = mat2gray(a)
-    smooth_y = ndimage.convolve1d(img, g, axis=0, mode="nearest")
-    gx = ndimage.convolve1d(smooth_y, dg, axis=1, mode="nearest")
-    del smooth_y
-    smooth_x = ndimage.convolve1d(img, g, axis=1, mode="nearest")
-    gy = ndimage.convolve1d(smooth_x, dg, axis=0, mode="nearest")
-    # MATLAB casts the magnitudes to single before the difference.
-    return np.sqrt(gx**2 + gy**2).astype(np.float32)
+def _whole(shape):
+    return slice(0, shape[0]), slice(0, shape[1])
 
 
-def connectivity_levels(p8, g8, step=CONN_STEP):
+def _grow(span, size, margin):
+    return slice(max(span.start - margin, 0), min(span.stop + margin, size))
+
+
+def _correlate_valid(x, kernel, axis):
+    """Correlation with a symmetric or antisymmetric odd-length kernel along `axis`, only where the
+    kernel fits ('valid': the axis shrinks by len(kernel) - 1). Pairs of taps share one multiply;
+    whole shifted slices keep every operation contiguous (scipy's column passes are strided)."""
+    half = len(kernel) // 2
+    n = x.shape[axis] - 2 * half
+
+    def shifted(k):
+        return x[k:k + n] if axis == 0 else x[:, k:k + n]
+
+    antisymmetric = kernel[0] == -kernel[-1]
+    combine = np.subtract if antisymmetric else np.add
+    out = np.zeros_like(shifted(0)) if antisymmetric else shifted(half) * kernel[half]
+    pair = np.empty_like(out)
+    for k in range(half):
+        combine(shifted(k), shifted(2 * half - k), out=pair)
+        pair *= kernel[k]
+        out += pair
+    return out
+
+
+def connectivity_levels(p8, g8, step=CONN_STEP, window=None):
     """l_map of compute_connectivity_error.m: per pixel, the last threshold before it left the
-    largest 4-connected component of (p >= t) & (g >= t), t = step, 2 step, ..., 1 (1 if never).
+    largest 4-connected component of (p >= t) & (g >= t), t = step, 2 step, ..., 1 (1 if never);
+    only inside `window` (a pair of slices) if given.
 
     Uncertain points: (1) ties for the largest component: MATLAB's `max` takes the first
     component in bwconncomp order, which we take to be column-major order of each component's
@@ -140,22 +172,84 @@ def connectivity_levels(p8, g8, step=CONN_STEP):
     prediction without any pixel at 255 at t = 1): MATLAB indexes an empty PixelIdxList; we read
     it, as the public Python ports do, as an empty component, so every unset pixel gets t - step.
     """
-    p = p8.astype(np.float32) / np.float32(255)
-    g = g8.astype(np.float32) / np.float32(255)
+    levels, cuts = _connectivity_cuts(step)
+    stays = _thresholds_in_largest_component(np.minimum(p8, g8), cuts)
+    return levels[stays if window is None else stays[window]]
+
+
+def _connectivity_cuts(step):
+    """Per threshold t, the smallest 8-bit value a with single(a)/255 >= t, so that the MATLAB
+    test (p >= t) & (g >= t) is min(p8, g8) >= cut; and the level of a pixel that stayed in the
+    largest component for the first k thresholds: t_k (the threshold before it left), 1 for all."""
     thresholds = np.arange(0, round(1 / step) + 1) * step
-    l_map = np.full(p8.shape, -1.0, dtype=np.float32)
-    for prev, t in zip(thresholds[:-1], thresholds[1:]):
-        both = (p >= t) & (g >= t)
-        labels, n = ndimage.label(both.T, structure=_FOUR_CONNECTED)
-        if n:
-            sizes = np.bincount(labels.ravel())
-            sizes[0] = 0
-            omega = (labels == np.argmax(sizes)).T
+    alphas = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)
+    cuts = [int(np.argmax(alphas >= t)) if alphas[-1] >= t else 256 for t in thresholds[1:]]
+    levels = np.append(thresholds[:-1], 1.0).astype(np.float32)
+    return levels, cuts
+
+
+def _thresholds_in_largest_component(both, cuts):
+    """Per pixel, for how many thresholds in a row (from the first) it was in the largest
+    component of both >= cut.
+
+    The pixels still in the chain at threshold i were in every largest component so far. The
+    largest component at i lies inside one component at i - 1: the previous largest (the chain
+    goes on inside it) or another one (the chain ends). So only the previous largest component
+    needs labelling, unless a component outside it could be as large: `rival` bounds every
+    component outside the chain (no component grows as the threshold rises).
+    """
+    stays = np.zeros(both.shape, np.min_scalar_type(len(cuts)))
+    box, chain, rival = _whole(both.shape), None, 0
+    for cut in cuts:
+        if chain is None:
+            omega, size, rival = _largest_component(both >= cut)
         else:
-            omega = np.zeros_like(both)
-        l_map[(l_map == -1) & ~omega] = prev
-    l_map[l_map == -1] = 1.0
-    return l_map
+            omega, size, second = _largest_component((both[box] >= cut) & chain)
+            if size > rival:
+                rival = max(rival, second)
+            elif size:  # a component outside the chain may be as large: label the whole image
+                omega, size, rival = _largest_component(both >= cut)
+                row, col = np.unravel_index(np.argmax(omega), omega.shape)  # omega's first pixel
+                if not _box_mask_holds(box, chain, row, col):
+                    break
+                box = _whole(both.shape)
+        if size == 0:
+            break
+        local = _bounding_box(omega)
+        box = tuple(slice(outer.start + inner.start, outer.start + inner.stop) for outer, inner in zip(box, local))
+        chain = omega[local]
+        stays[box] += chain
+    return stays
+
+
+def _bounding_box(mask):
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _box_mask_holds(box, mask, row, col):
+    """Whether pixel (row, col) is set in `mask`, which covers `box` of the image."""
+    rows, cols = box
+    return rows.start <= row < rows.stop and cols.start <= col < cols.stop and mask[row - rows.start, col - cols.start]
+
+
+def _largest_component(mask):
+    """(mask of the largest 4-connected component, its size, the size of the next largest);
+    ties go to the first component in column-major order, as in MATLAB's bwconncomp."""
+    labels, n = ndimage.label(mask, structure=_FOUR_CONNECTED)
+    if n == 0:
+        return np.zeros_like(mask), 0, 0
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    best = int(np.argmax(sizes))
+    if np.count_nonzero(sizes == sizes[best]) > 1:  # labelling the transpose numbers column-major
+        labels = ndimage.label(mask.T, structure=_FOUR_CONNECTED)[0].T
+        sizes = np.bincount(labels.ravel())
+        sizes[0] = 0
+        best = int(np.argmax(sizes))
+    size = int(sizes[best])
+    sizes[best] = 0
+    return labels == best, size, int(sizes.max())
 
 
 def connectivity_phi(a8, l_map, theta=CONN_THETA):
@@ -165,9 +259,10 @@ def connectivity_phi(a8, l_map, theta=CONN_THETA):
 
 
 def _region_sum(values, mask):
-    if mask is None:
-        return float(values.sum(dtype=np.float64))
-    return float(values.sum(where=mask, dtype=np.float64))
+    """Sum over the region (None: everything); the selected pixels are summed in row-major order
+    whatever box `values` covers, so a region's value does not depend on the other regions."""
+    dtype = np.int64 if np.issubdtype(values.dtype, np.integer) else np.float64  # exact integer sums
+    return float((values if mask is None else values[mask]).sum(dtype=dtype))
 
 
 def _hw(shape):
@@ -181,19 +276,31 @@ def _prepare(pred, gt):
     return p8, g8
 
 
-def _error_maps(p8, g8, names):
-    """Per-pixel terms of the requested metrics, computed once and reduced per region."""
+def _evaluated_window(masks, shape):
+    """Slices of the smallest box holding every evaluated pixel: the whole image if a region is
+    'whole', an empty box if no region has pixels."""
+    if any(mask is None for mask in masks):
+        return _whole(shape)
+    union = functools.reduce(np.logical_or, masks)
+    if not union.any():
+        return slice(0, 0), slice(0, 0)
+    return _bounding_box(union)
+
+
+def _error_maps(p8, g8, names, window):
+    """Per-pixel terms of the requested metrics inside `window`, computed once, reduced per region."""
     maps = {}
-    if "sad" in names or "mse" in names:
-        # |p - g| of 8-bit values fits uint8; integer sums are exact.
-        diff = np.abs(p8.astype(np.int16) - g8.astype(np.int16)).astype(np.uint8)
+    p_in, g_in = p8[window], g8[window]
+    diff = np.maximum(p_in, g_in) - np.minimum(p_in, g_in)  # |p - g| of 8-bit values, exact in uint8
+    if "sad" in names:
         maps["sad"] = diff
-        maps["mse"] = diff.astype(np.int32) ** 2
+    if "mse" in names:
+        maps["mse"] = np.square(diff, dtype=np.uint16)  # at most 255^2
     if "grad" in names:
-        maps["grad"] = (gradient_magnitude(p8) - gradient_magnitude(g8)) ** 2
+        maps["grad"] = (gradient_magnitude(p8, window=window) - gradient_magnitude(g8, window=window)) ** 2
     if "conn" in names:
-        l_map = connectivity_levels(p8, g8)
-        maps["conn"] = np.abs(connectivity_phi(p8, l_map) - connectivity_phi(g8, l_map))
+        l_map = connectivity_levels(p8, g8, window=window)
+        maps["conn"] = np.abs(connectivity_phi(p_in, l_map) - connectivity_phi(g_in, l_map))
     return maps
 
 
@@ -216,8 +323,11 @@ def metrics_by_region(pred, gt, trimap=None, regions=("whole",), names=METRICS):
     """{region: {metric: value}} for several regions, sharing the per-pixel work between them."""
     p8, g8 = _prepare(pred, gt)
     masks = {region: region_mask(trimap, region, p8.shape) for region in regions}
-    maps = _error_maps(p8, g8, names)
-    return {region: _reduce(maps, mask, p8.size) for region, mask in masks.items()}
+    # Grad and Conn of a pixel depend on pixels outside the region, but only the region's pixels
+    # are summed: the per-pixel terms are computed inside the regions' bounding box only.
+    window = _evaluated_window(masks.values(), p8.shape)
+    maps = _error_maps(p8, g8, names, window)
+    return {region: _reduce(maps, None if mask is None else mask[window], p8.size) for region, mask in masks.items()}
 
 
 def compute_metrics(pred, gt, trimap=None, region="whole"):
