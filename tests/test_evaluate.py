@@ -193,3 +193,27 @@ def test_failed_run_keeps_previous_outputs(testset, capsys):
     (root / "gt" / "glass_0.png").write_bytes(b"broken")
     code, _ = run_cli(capsys, "--pred", root / "pred", "--gt", root / "gt", "--json", out_json)
     assert code == 2 and out_json.read_text() == "previous"
+
+
+def test_results_json_names_models_and_data_relative_to_itself(tmp_path, capsys):
+    """A results file moves with its experiment folder: no paths of the machine that wrote it."""
+    import torch
+
+    from ppid.data.synth import synthesize
+    from ppid.data.testset import build_testset
+    from ppid.models import build, save_model
+
+    exp = tmp_path / "exp"
+    synthesize(exp / "src", 2, seed=1, size=(64, 64), workers=1)
+    build_testset(exp / "src" / "fg", exp / "src" / "alpha", exp / "src" / "bg", 1, exp / "data" / "test",
+                  split=exp / "src" / "split.txt")
+    torch.manual_seed(0)
+    save_model(build("indexnet", "student"), exp / "student" / "model_best.safetensors")
+    out = exp / "results" / "results.json"
+    assert main(["evaluate", "--model", str(exp / "student" / "model_best.safetensors"), "--label", "baseline",
+                 "--data", str(exp / "data" / "test"), "--device", "cpu", "--json", str(out)]) == 0
+    text = out.read_text()
+    saved = json.loads(text)
+    assert saved["models"] == {"baseline": "../student/model_best.safetensors"} and saved["data"] == "../data/test"
+    assert str(tmp_path) not in text
+    assert (out.parent / saved["models"]["baseline"]).resolve() == (exp / "student" / "model_best.safetensors").resolve()
