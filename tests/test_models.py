@@ -2,7 +2,9 @@
 save/load without pickle, and the `ppid models` table."""
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -148,6 +150,56 @@ def test_loading_files_not_made_by_ppid_is_a_clear_error(tmp_path):
         load_model(pickled)
     with pytest.raises(PpidError, match=r"absent\.safetensors.*not found"):
         load_model(tmp_path / "absent.safetensors")
+
+
+@pytest.mark.parametrize("damage,reason", [
+    ("truncated", "damaged or not safetensors: incomplete metadata, file not fully covered"),
+    ("random", "damaged or not safetensors: header too large"),
+    ("empty", "damaged or not safetensors: header too small"),
+])
+def test_damaged_model_files_are_one_line_errors(tmp_path, damage, reason):
+    good = tmp_path / "good.safetensors"
+    save_model(build("indexnet", "student"), good)
+    data = good.read_bytes()
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes({"truncated": data[: len(data) // 2], "random": np.random.default_rng(0).bytes(4096), "empty": b""}[damage])
+    with pytest.raises(PpidError) as caught:
+        load_model(bad)
+    assert str(caught.value) == f"{bad}: not a ppid model file ({reason})"
+
+
+def test_model_file_with_wrong_shapes_or_build_arguments(tmp_path):
+    weights = {k: v.contiguous() for k, v in build("indexnet", "student").state_dict().items()}
+    key = next(k for k, v in weights.items() if v.dim() == 4)
+    weights[key] = torch.zeros(1, 1, 1, 1)
+    reshaped = tmp_path / "reshaped.safetensors"
+    save_file(weights, str(reshaped), metadata={"ppid_build": json.dumps({"family": "indexnet", "role": "student"})})
+    with pytest.raises(PpidError, match=rf"reshaped\.safetensors: weights do not match .*wrong shape \['{key}'\]"):
+        load_model(reshaped)
+    odd = tmp_path / "odd.safetensors"
+    save_file({"w": torch.zeros(2)}, str(odd), metadata={"ppid_build": json.dumps({"family": "modnet", "role": "student"})})
+    with pytest.raises(PpidError, match=r"odd\.safetensors: not a ppid model file \(build arguments .*unknown model family 'modnet'"):
+        load_model(odd)
+
+
+def test_full_disk_while_saving_a_model_keeps_the_previous_file(tmp_path, monkeypatch):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    path = tmp_path / "model_last.safetensors"
+    torch.manual_seed(0)
+    save_model(build("indexnet", "student"), path)
+    before = path.read_bytes()
+
+    def save_half_then_fail(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 1000)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_half_then_fail)
+    with pytest.raises(PpidError) as caught:
+        save_model(build("indexnet", "student"), path)
+    assert str(caught.value) == f"{path}: cannot write model file (No space left on device); the previous model file is intact"
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_build_rejects_unknown_family_and_role():

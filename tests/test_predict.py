@@ -53,6 +53,8 @@ def test_predict_cli_mixed_folder(weights, mixed_folder, tmp_path, capsys):
     assert len(error_lines) == 1 and "broken.png" in error_lines[0]
     assert "rgba.png: has an alpha channel" in err
     assert "5 of 6 images" in err
+    # stderr is not a terminal here: plain progress lines, no carriage-return bar updates
+    assert "\r" not in err and "predict: 6/6 (100%)" in err
 
     expected_sizes = {"plain": (40, 56), "rotated": (52, 36), "rgba": (40, 40), "grey": (33, 45), "deep16": (30, 50)}
     for kind in ("alpha", "rgba", "fg", "composite"):
@@ -88,6 +90,24 @@ def test_globs_and_duplicate_stems(weights, mixed_folder, tmp_path, capsys):
     rc = main(["predict", "--model", str(weights["student"]), str(mixed_folder), str(tmp_path / "other"), "--out", str(tmp_path / "o2")])
     assert rc == 2 and "would both write plain.png" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_empty_folder_names_the_folder_and_what_was_looked_for(weights, tmp_path, capsys):
+    empty = tmp_path / "EMPTY_FOLDER"
+    empty.mkdir()
+    rc = main(["predict", "--model", str(weights["student"]), str(empty), "--out", str(tmp_path / "o")])
+    looked_for = "looked for .png, .jpg, .jpeg, .tif, .tiff, .bmp, .webp"
+    assert rc == 2
+    assert capsys.readouterr().err == f"ppid predict: error: {empty}: no images in this folder ({looked_for})\n"
+    (empty / "notes.txt").write_text("not a photo")
+    (empty / "IMG_0001.heic").write_bytes(b"")
+    (empty / "2024").mkdir()
+    assert main(["predict", "--model", str(weights["student"]), str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == (
+        f"ppid predict: error: {empty}: no images in this folder ({looked_for}; found 2 other file(s), "
+        "e.g. IMG_0001.heic; 1 subfolder(s) are not searched)\n"
+    )
+    assert not (tmp_path / "o").exists()
 
 
 def test_teacher_needs_trimap_and_is_clamped(weights, tmp_path, capsys):

@@ -145,7 +145,7 @@ def test_hash_ignores_logging_and_keys_added_later_at_their_default(monkeypatch)
     assert plan.run_hash(louder, data, None) == base
     newer = json.loads(json.dumps(cfg))
     newer["train"]["compile"] = False
-    monkeypatch.setattr(plan, "ADDED_LATER", {"train.compile": False})
+    monkeypatch.setattr(plan, "ADDED_LATER", {**plan.ADDED_LATER, "train.compile": False})
     assert plan.run_hash(newer, data, None) == base
     newer["train"]["compile"] = True
     assert plan.run_hash(newer, data, None) != base

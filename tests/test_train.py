@@ -1,12 +1,19 @@
 """The training engine: configs, objective and ablation switches, frozen teacher, resume parity,
-non-finite guard, every shipped config, and 2-process DDP."""
+non-finite guard, every shipped config, 2-process DDP, and stopping cleanly on SIGINT/SIGTERM,
+broken checkpoints and a full disk."""
 
+import errno
+import io
 import json
 import re
 import os
+import pickle
+import shlex
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +24,7 @@ from PIL import Image
 from ppid import PpidError
 from ppid.config import BUILTIN, load_config, parse_set
 from ppid.models import build, save_model
-from ppid.train import Objective, build_models, train
+from ppid.train import Objective, TrainingInterrupted, build_models, load_checkpoint, resume_command, train
 
 CONFIGS = sorted(BUILTIN.glob("*.yaml"))
 
@@ -333,3 +340,277 @@ def test_two_process_ddp_keeps_ranks_identical(dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines() if '"done"' in line][-1]
     assert len(done["rank_param_checksums"]) == 2 and done["ranks_in_sync"] is True
+
+
+# -- stopping on SIGINT / SIGTERM ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    from ppid.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("synth") / "train"
+    synthesize(root, 4, seed=0, size=(64, 64), workers=1)
+    return root
+
+
+def tiny_sets(data, iterations, workers=0):
+    """`--set` values of a tiny CPU run: checkpoints only at the end (or when stopped)."""
+    values = {
+        "data.train_root": str(data), "data.size": 32, "data.workers": workers, "optim.iterations": iterations,
+        "optim.batch_size": 2, "train.device": "cpu", "train.log_every": 1, "train.image_every": 0,
+        "train.ckpt_every": 1000, "train.val_every": 1000,
+    }
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def cli_args(sets, out):
+    return ["train", *(w for s in sets for w in ("--set", s)), "--out", str(out)]
+
+
+def weights(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(out) / "model_last.safetensors"))
+
+
+# Run by the test below as `python -c CHILD train ...`: the real CLI, with step 3's loss waiting
+# (at most a minute) for the test's signal, so that it lands mid-step however fast the machine is.
+CHILD = """
+import signal, sys, time
+import ppid.train as engine
+from ppid.cli import main
+
+real, calls = engine.alpha_loss, [0]
+
+def loss(*args):
+    calls[0] += 1
+    if calls[0] == 3:
+        stop = signal.getsignal(signal.SIGTERM).__self__
+        deadline = time.monotonic() + 60
+        while stop.signum is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return real(*args)
+
+engine.alpha_loss = loss
+sys.exit(main())
+"""
+
+
+def test_sigterm_checkpoints_the_step_and_resume_matches_an_uninterrupted_run(synth_data, tmp_path):
+    sets = tiny_sets(synth_data, iterations=6, workers=1)
+    args = cli_args(sets, tmp_path / "cut")
+    # Its own process group, signalled as a whole as a scheduler does: DataLoader workers included.
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "cut" / "log.jsonl"
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:  # steps 1 and 2 are done
+            os.killpg(proc.pid, signal.SIGTERM)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    step = int(last.split("interrupted at step ")[1].split(";")[0])
+    assert last == f"ppid train: interrupted at step {step}; continue with: {shlex.join(['ppid', *args, '--resume'])}"
+    assert step in (2, 3) and load_checkpoint(tmp_path / "cut" / "checkpoint_last.pt")["step"] == step
+    assert json.loads(log.read_text().splitlines()[-1]) == {"event": "interrupted", "step": step, "signal": "SIGTERM"}
+
+    from ppid.cli import main
+
+    assert main(shlex.split(last.split("continue with: ")[1])[1:]) == 0  # the printed command, as given
+    train(load_config(None, parse_set([*sets, f"train.out={tmp_path / 'full'}"])))
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full") and len(losses(tmp_path / "full")) == 6
+    resumed, full = weights(tmp_path / "cut"), weights(tmp_path / "full")
+    assert resumed.keys() == full.keys() and all(torch.equal(resumed[k], full[k]) for k in full)
+
+
+def _signal_in_step(engine, monkeypatch, step, signum):
+    real, calls = engine.alpha_loss, {"n": 0}
+
+    def loss(*args):
+        calls["n"] += 1
+        if calls["n"] == step:
+            os.kill(os.getpid(), signum)
+        return real(*args)
+
+    monkeypatch.setattr(engine, "alpha_loss", loss)
+
+
+def test_sigint_finishes_the_step_exits_130_and_restores_the_handlers(synth_data, tmp_path, monkeypatch, capfd):
+    import ppid.train as engine
+    from ppid.cli import main
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _signal_in_step(engine, monkeypatch, 2, signal.SIGINT)
+    args = cli_args(tiny_sets(synth_data, iterations=5), tmp_path / "run")
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ppid", *args])
+    assert main(args) == 130
+    err = capfd.readouterr().err
+    assert "ppid train: SIGINT received, stopping after this step" in err
+    assert f"ppid train: interrupted at step 2; continue with: {shlex.join(['ppid', *args, '--resume'])}" in err
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["step"] == 2
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_signal_in_the_last_step_lets_the_run_finish(synth_data, tmp_path, monkeypatch):
+    import ppid.train as engine
+
+    before = signal.getsignal(signal.SIGTERM)
+    _signal_in_step(engine, monkeypatch, 2, signal.SIGTERM)
+    result = train(load_config(None, parse_set([*tiny_sets(synth_data, iterations=2), f"train.out={tmp_path}"])))
+    assert result["steps"] == 2 and load_checkpoint(tmp_path / "checkpoint_last.pt")["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_library_callers_get_a_keyboard_interrupt(synth_data, tmp_path, monkeypatch):
+    import ppid.train as engine
+
+    _signal_in_step(engine, monkeypatch, 1, signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        train(load_config(None, parse_set([*tiny_sets(synth_data, iterations=3), f"train.out={tmp_path}"])))
+    assert isinstance(caught.value, TrainingInterrupted)
+    assert (caught.value.step, caught.value.exit_code) == (1, 143)
+
+
+def test_resume_command_rebuilds_the_users_command_line(monkeypatch):
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    assert resume_command(["/venv/bin/ppid", "train", "--config", "my runs/a.yaml", "--out", "r"]) == \
+        "ppid train --config 'my runs/a.yaml' --out r --resume"
+    assert resume_command(["/x/ppid/__main__.py", "train", "--resume", "old/ckpt.pt", "--out", "r"]) == \
+        "python -m ppid train --out r --resume"
+    assert resume_command(["ppid", "train", "--resume", "--set", "a=1", "--resume=x.pt"]) == "ppid train --set a=1 --resume"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert resume_command(["/x/ppid/__main__.py", "train", "--out", "r"]) == \
+        "torchrun --nproc_per_node=4 -m ppid train --out r --resume"
+
+
+# Run by torchrun in the test below: rank 1 alone gets SIGTERM, in step 2.
+DDP_CHILD = """
+import os, signal, sys
+import ppid.train as engine
+from ppid.cli import main
+
+real, calls = engine.alpha_loss, [0]
+
+def loss(*args):
+    calls[0] += 1
+    if calls[0] == 2 and os.environ["RANK"] == "1":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real(*args)
+
+engine.alpha_loss = loss
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_at_the_same_step(synth_data, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(DDP_CHILD)
+    sets = [s for s in tiny_sets(synth_data, iterations=6) if not s.startswith("optim.batch_size")] + ["optim.batch_size=4"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           str(script), *cli_args(sets, tmp_path / "ddp")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    # Rank 0 got no signal: it stopped at step 2 because rank 1 did, and wrote that step's checkpoint.
+    events = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert events[-1] == {"event": "interrupted", "step": 2, "signal": "SIGTERM"}
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoint_last.pt")["step"] == 2
+
+
+# -- broken checkpoints and a full disk ----------------------------------------------------------
+class NotAState:
+    pass
+
+
+def _write_bad_checkpoint(path, kind):
+    good = {"objective": {"w": torch.ones(2000)}, "optimizer": {}, "scheduler": {}, "step": 3, "rng": {}, "config": {}}
+    if kind == "truncated":
+        buffer = io.BytesIO()
+        torch.save(good, buffer)
+        path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "pickle":
+        path.write_bytes(pickle.dumps(NotAState()))
+    elif kind == "torch_object":
+        torch.save(NotAState(), path)
+    elif kind == "list":
+        torch.save([1, 2, 3], path)
+    elif kind == "missing_keys":
+        torch.save({"objective": good["objective"], "step": 3}, path)
+
+
+BROKEN_CHECKPOINTS = {
+    "truncated": "truncated or corrupt",
+    "random": "not a torch.save archive",
+    "empty": "empty file",
+    "pickle": "not a torch.save archive",
+    "torch_object": "holds Python objects other than tensors and plain data",
+    "list": "holds a list, not a checkpoint dict",
+    "missing_keys": "missing optimizer, scheduler, rng, config",
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN_CHECKPOINTS))
+def test_broken_checkpoint_is_one_safe_line(tmp_path, kind):
+    path = tmp_path / "broken.ckpt"
+    _write_bad_checkpoint(path, kind)
+    with pytest.raises(PpidError) as caught:
+        load_checkpoint(path)
+    assert str(caught.value) == f"{path}: not a ppid checkpoint ({BROKEN_CHECKPOINTS[kind]})"
+
+
+def test_resume_from_a_broken_checkpoint_or_a_model_file_on_the_command_line(synth_data, tmp_path, capsys):
+    from ppid.cli import main
+
+    args = cli_args(tiny_sets(synth_data, iterations=2), tmp_path / "run")
+    bad = tmp_path / "broken.ckpt"
+    _write_bad_checkpoint(bad, "torch_object")
+    assert main([*args, "--resume", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ppid train: error: {bad}: not a ppid checkpoint (holds Python objects other than tensors and plain data)\n"
+    model = tmp_path / "model_last.safetensors"
+    save_model(build("indexnet", "student"), model)
+    assert main([*args, "--resume", str(model)]) == 2
+    assert "a model file; --resume takes a training checkpoint such as checkpoint_last.pt" in capsys.readouterr().err
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk that fills up after `room` bytes."""
+
+    room = 4096
+
+    def write(self, data):
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(synth_data, tmp_path, monkeypatch):
+    import ppid.train as engine
+
+    opened = {"checkpoints": 0}
+
+    def open_on_a_filling_disk(file, mode="r", *args, **kwargs):
+        if Path(file).name.startswith(".checkpoint_last."):  # atomic_path's temporary file
+            opened["checkpoints"] += 1
+            if opened["checkpoints"] == 2:
+                return FullDisk(file, mode)
+        return open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "open", open_on_a_filling_disk, raising=False)
+    sets = [*tiny_sets(synth_data, iterations=3), "train.ckpt_every=1"]
+    out = tmp_path / "run"
+    with pytest.raises(PpidError) as caught:
+        train(load_config(None, parse_set([*sets, f"train.out={out}"])))
+    path = out / "checkpoint_last.pt"
+    assert str(caught.value) == f"{path}: cannot write checkpoint (No space left on device); the previous checkpoint is intact"
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary file left

@@ -52,9 +52,9 @@ def main(argv=None):
     except PpidError as err:
         print(f"ppid {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or training stopped by SIGINT/SIGTERM (exit_code 130/143)
         print(f"ppid {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return getattr(err, "exit_code", 130)
 
 
 if __name__ == "__main__":

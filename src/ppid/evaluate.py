@@ -91,9 +91,9 @@ def evaluate_folders(pred_dir, gt_dir, trimap_dir=None, split=None, region=None,
     files = [(preds[name], gt_path, trimaps.get(name)) for name, gt_path in gts.items()]
     values = _map_in_order(partial(_file_values, regions=regions), files, workers)
     if progress:
-        from tqdm import tqdm
+        from .progress import progress
 
-        values = tqdm(values, total=len(files), desc="evaluate", unit="img", disable=None)
+        values = progress(values, total=len(files), desc="evaluate", unit="img")
     return _table(list(zip(gts, groups)), values, regions)
 
 
@@ -386,6 +386,17 @@ def _run_models(args):
         summaries[label] = evaluate_model(model, testset, device)
     print(format_comparison(summaries))
     if args.json:
-        write_json({"models": {label: str(p) for label, p in zip(labels, args.model)}, "summaries": summaries}, args.json)
+        where = args.json.parent
+        models = {label: relative_to_folder(p, where) for label, p in zip(labels, args.model)}
+        write_json({"models": models, "data": relative_to_folder(args.data, where), "summaries": summaries}, args.json)
         print(f"wrote {args.json}")
     return 0
+
+
+def relative_to_folder(path, folder):
+    """`path` as seen from `folder` (POSIX separators): a results file then names its inputs the
+    same way on every machine that holds the experiment folder, not by this machine's paths."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+    except ValueError:  # another drive on Windows: no relative path exists
+        return Path(path).as_posix()

@@ -174,6 +174,12 @@ def atomic_path(path):
         raise
 
 
+def write_failure(path, what, reason, existed):
+    """The one-line error of a failed atomic write: which file, why, and what is left of it."""
+    kept = f"the previous {what} is intact" if existed else f"no {what} was written"
+    return PpidError(f"{path}: cannot write {what} ({reason}); {kept}")
+
+
 def write_image(path, array):
     """Write HxW (grey) or HxWx3/4 (RGB/RGBA) arrays, float in [0, 1] or uint8, atomically.
 

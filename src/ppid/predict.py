@@ -216,13 +216,16 @@ def collect_inputs(specs):
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            paths.extend(list_images(p).values())
+            found = list_images(p)
+            if not found:
+                raise PpidError(f"{p}: no images in this folder ({_describe_search(p)})")
+            paths.extend(found.values())
         elif p.exists():
             paths.append(p)
         elif glob.has_magic(spec):
             matches = sorted(Path(m) for m in glob.glob(spec) if Path(m).suffix.lower() in IMAGE_EXTENSIONS)
             if not matches:
-                raise PpidError(f"{spec}: no images match")
+                raise PpidError(f"{spec}: no images match (looked for {', '.join(IMAGE_EXTENSIONS)})")
             paths.extend(matches)
         else:
             raise PpidError(f"{spec}: no such file or folder")
@@ -233,8 +236,21 @@ def collect_inputs(specs):
             raise PpidError(f"{by_stem[p.stem]} and {p} would both write {p.stem}.png; rename one")
         by_stem[p.stem] = p
     if not unique:
-        raise PpidError("no input images")
+        raise PpidError("no inputs given: name image files, folders or glob patterns")
     return unique
+
+
+def _describe_search(folder):
+    """What an empty-handed look into `folder` searched for, and what it passed over."""
+    entries = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
+    others = sorted(p.name for p in entries if p.is_file())
+    subfolders = sum(p.is_dir() for p in entries)
+    text = f"looked for {', '.join(IMAGE_EXTENSIONS)}"
+    if others:
+        text += f"; found {len(others)} other file(s), e.g. {others[0]}"
+    if subfolders:
+        text += f"; {subfolders} subfolder(s) are not searched"
+    return text
 
 
 def add_arguments(parser):
@@ -277,7 +293,7 @@ def _trimap_lookup(spec, inputs):
 
 
 def run(args):
-    from tqdm import tqdm
+    from .progress import progress
 
     kinds = _parse_save(args.save, args.background)
     background = parse_background(args.background or "white") if "composite" in kinds else None
@@ -291,7 +307,7 @@ def run(args):
 
     failed = 0
     start = time.perf_counter()
-    bar = tqdm(inputs, unit="img", desc="predict", file=sys.stderr, disable=None)
+    bar = progress(inputs, unit="img", desc="predict")
     for path in bar:
         try:
             with warnings.catch_warnings(record=True) as caught:

@@ -2,12 +2,18 @@
 
 Read top to bottom: config -> devices (DDP through torchrun) -> data -> models -> objective
 (L_alpha, + gamma * (L_CLSD + L_ALD) for PPID, eq. 18) -> SGD with poly decay -> the loop
-(non-finite guard, logging, image grids, validation, atomic checkpoints, resume).
+(non-finite guard, logging, image grids, validation, atomic checkpoints, resume, stopping cleanly
+on SIGINT/SIGTERM).
 """
 
 import json
 import math
 import os
+import pickle
+import shlex
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,11 +26,13 @@ from .config import builtin_configs, load_config, parse_set
 from .distill.adapt import TapAdapters
 from .distill.ald import ald_loss
 from .distill.clsd import CLSD
-from .io import atomic_path, write_image
+from .io import atomic_path, write_failure, write_image
 from .losses import alpha_loss
 from .models import build, load_model, save_model
+from .progress import progress as progress_bar, write as write_line
 
 CHECKPOINT = "checkpoint_last.pt"
+CHECKPOINT_KEYS = ("objective", "optimizer", "scheduler", "step", "rng", "config")
 
 
 def add_arguments(parser):
@@ -43,8 +51,38 @@ def run(args):
     if args.out is not None:
         overrides.setdefault("train", {})["out"] = str(args.out)
     cfg = load_config(args.config, overrides)
-    train(cfg, resume=args.resume)
+    try:
+        train(cfg, resume=args.resume)
+    except TrainingInterrupted as stop:
+        if stop.report:
+            print(f"ppid train: interrupted at step {stop.step}; continue with: {resume_command(sys.argv)}", file=sys.stderr)
+        return stop.exit_code
     return 0
+
+
+def resume_command(argv):
+    """The user's command line with `--resume` (this run's last checkpoint) in place of any --resume."""
+    words, rest = [], argv[1:]
+    skip = False
+    for i, word in enumerate(rest):
+        if skip:
+            skip = False
+        elif word == "--resume":  # and its optional CKPT
+            skip = i + 1 < len(rest) and not rest[i + 1].startswith("-")
+        elif not word.startswith("--resume="):
+            words.append(word)
+    return shlex.join([*_launcher(argv[0]), *words, "--resume"])
+
+
+def _launcher(argv0):
+    """How ppid was started: torchrun workers, `python -m ppid` or the console script."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        local, world = os.environ.get("LOCAL_WORLD_SIZE", "1"), os.environ.get("WORLD_SIZE", "1")
+        nodes = [] if local == world else [f"--nnodes={int(world) // int(local)}"]
+        return ["torchrun", *nodes, f"--nproc_per_node={local}", "-m", "ppid"]
+    if Path(argv0).name == "__main__.py":
+        return ["python", "-m", "ppid"]
+    return ["ppid"]
 
 
 # -- devices -----------------------------------------------------------------------------------
@@ -115,6 +153,7 @@ def make_batches(cfg, device, start_step, rank, world, generator_state=None):
         # Its own generator: creating the iterator must not consume the global RNG (resume parity).
         generator=torch.Generator().manual_seed(cfg["train"]["seed"]),
         persistent_workers=False,
+        worker_init_fn=_ignore_stop_signals,
     )
     while True:
         for batch in loader:
@@ -238,19 +277,120 @@ def poly_lambda(iterations, power):
 # -- checkpoints ---------------------------------------------------------------------------------
 def save_checkpoint(path, state):
     """Atomic: a crash or a full disk mid-write leaves the previous checkpoint intact."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    path = Path(path)
+    existed = path.is_file()
+    try:
+        # Through a Python file, not a path: torch's own writer reports a full disk as
+        # "basic_ios::clear: iostream error"; this way the OSError with its errno survives.
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)
+    except (OSError, RuntimeError) as err:
+        cause = _os_error(err)
+        if cause is None:
+            raise
+        raise write_failure(path, "checkpoint", cause.strerror or cause, existed) from None
+
+
+def _os_error(err):
+    """The OSError behind a failed write: `err` itself, or what torch's writer was handling."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def load_checkpoint(path):
-    """weights_only=True: tensors, numbers, strings and containers only; no code from the file."""
+    """weights_only=True: tensors, numbers, strings and containers only; no code from the file.
+
+    Anything else is "PATH: not a ppid checkpoint (reason)" on one line; torch's own message is not
+    passed on, since it suggests weights_only=False, which would run code from the file."""
     path = Path(path)
     if not path.is_file():
         raise PpidError(f"{path}: checkpoint not found")
+    ckpt, reason = _read_checkpoint(path)
+    reason = reason or _checkpoint_problem(ckpt)
+    if reason:
+        raise PpidError(f"{path}: not a ppid checkpoint ({reason})")
+    return ckpt
+
+
+def _read_checkpoint(path):
+    """(contents, None), or (None, why the file cannot be a checkpoint)."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        return None, "empty file"
+    if path.suffix == ".safetensors":
+        return None, f"a model file; --resume takes a training checkpoint such as {CHECKPOINT}"
+    if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+        return None, "not a torch.save archive"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise PpidError(f"{path}: cannot load checkpoint ({err.__class__.__name__}: {err})") from None
+        return torch.load(path, map_location="cpu", weights_only=True), None
+    except pickle.UnpicklingError:  # an object weights_only refuses to build
+        return None, "holds Python objects other than tensors and plain data"
+    except Exception:  # a damaged archive fails in many ways (miniz, EOF, invalid seeks)
+        return None, "truncated or corrupt"
+
+
+def _checkpoint_problem(ckpt):
+    if not isinstance(ckpt, dict):
+        return f"holds a {type(ckpt).__name__}, not a checkpoint dict"
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+# -- stopping on a signal ------------------------------------------------------------------------
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after a whole step, whose checkpoint is written.
+
+    A KeyboardInterrupt, so library callers see Ctrl-C as they expect; `exit_code` is the shell's
+    128 + signal number (130 SIGINT, 143 SIGTERM)."""
+
+    def __init__(self, step, signum, checkpoint, report=True):
+        self.step, self.signum, self.checkpoint, self.report = step, signum, checkpoint, report
+        self.exit_code = 128 + signum
+        super().__init__(f"{signal.Signals(signum).name} at step {step}; checkpoint {checkpoint}")
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM (what schedulers send before pre-emption) only ask the
+    loop to stop after the current step; the previous handlers come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # Python handles signals only there
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is None and int(os.environ.get("RANK", "0")) == 0:
+            # os.write, not print: a handler may run in the middle of another print.
+            os.write(2, f"\nppid train: {signal.Signals(signum).name} received, stopping after this step\n".encode())
+        self.signum = self.signum or signum
+
+    def requested(self, device, world):
+        """Stop after this step? Under torchrun every rank gets the same answer (and signal)."""
+        if world == 1:
+            return self.signum is not None
+        flag = torch.tensor(self.signum or 0, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.signum = int(flag) or None
+        return self.signum is not None
+
+
+def _ignore_stop_signals(worker_id):
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops them itself; a
+    worker killed first would make the main process fail before it can checkpoint."""
+    for s in StopSignals.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 # -- pictures --------------------------------------------------------------------------------
@@ -274,6 +414,13 @@ def save_grid(path, batch, out, teacher_out=None, n=4):
 
 # -- the loop ------------------------------------------------------------------------------------
 def train(cfg, resume=None):
+    """Run one training; returns {"out", "best", "steps", ...}. SIGINT/SIGTERM end it after the
+    current step with a checkpoint and raise `TrainingInterrupted`."""
+    with StopSignals() as stop:
+        return _train(cfg, resume, stop)
+
+
+def _train(cfg, resume, stop):
     rank, world, device = setup_devices(cfg)
     is_main = rank == 0
     t_cfg, o_cfg = cfg["train"], cfg["optim"]
@@ -329,7 +476,7 @@ def train(cfg, resume=None):
     logger = RunLogger(out_dir, cfg, enabled=is_main)
     batches = make_batches(cfg, device, start_step, rank, world, gen_state)
     iterations = o_cfg["iterations"]
-    progress = _progress(start_step, iterations, is_main)
+    progress = progress_bar(total=iterations, initial=start_step, enabled=is_main, desc="train")
     tick, seen = time.perf_counter(), 0
     gen = None
     warned = set()  # distillation terms already reported as dominating
@@ -402,7 +549,7 @@ def train(cfg, resume=None):
             loud = {k[6:]: round(v, 1) for k, v in ratios.items() if v > RATIO_WARN and k not in warned}
             if loud and is_main:
                 warned.update(f"ratio_{k}" for k in loud)
-                tqdm_write(f"warning: step {done}: distillation terms over {RATIO_WARN:g}x the alpha loss: {loud} "
+                write_line(f"warning: step {done}: distillation terms over {RATIO_WARN:g}x the alpha loss: {loud} "
                            "(they dominate the matte; see docs/training.md on distill.attention_norm and the weights)")
             if use_cuda:
                 record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -424,9 +571,12 @@ def train(cfg, resume=None):
                     save_model(model, out_dir / "model_best.safetensors")
             if world > 1:
                 dist.barrier()
-        if done % t_cfg["ckpt_every"] == 0 or done == iterations:
+        stopping = stop.requested(device, world)
+        if stopping or done % t_cfg["ckpt_every"] == 0 or done == iterations:
             checkpoint(done)
         progress.update(1)
+        if stopping and done < iterations:
+            _stop(done, stop.signum, out_dir / CHECKPOINT, progress, logger, world, is_main)
     progress.close()
 
     result = {"out": str(out_dir), "best": best, "steps": iterations}
@@ -453,20 +603,18 @@ def _rank_checksums(module, device, world):
     return [f"{g[0].item():.10e}/{g[1].item():.10e}" for g in gathered]
 
 
-def tqdm_write(text):
-    from tqdm import tqdm
-
-    tqdm.write(text)
-
-
-def _progress(start, total, enabled):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, disable=not enabled, desc="train", unit="it", dynamic_ncols=True, mininterval=2.0)
+def _stop(step, signum, checkpoint, progress, logger, world, is_main):
+    progress.close()
+    logger.log({"event": "interrupted", "step": step, "signal": signal.Signals(signum).name})
+    logger.close()
+    if world > 1:
+        dist.barrier()  # rank 0's checkpoint is on disk before any rank exits (torchrun then stops the rest)
+        dist.destroy_process_group()
+    raise TrainingInterrupted(step, signum, checkpoint, report=is_main)
 
 
 class RunLogger:
-    """JSONL (always), stdout via tqdm, TensorBoard when installed; rank 0 only."""
+    """JSONL (always), stdout for events, TensorBoard when installed; rank 0 only."""
 
     def __init__(self, out_dir, cfg, enabled=True):
         self.enabled = enabled
@@ -494,9 +642,7 @@ class RunLogger:
                 if isinstance(v, float) and math.isfinite(v):
                     self.tb.add_scalar(k, v, record["step"])
         if record.get("event") in ("validation", "nonfinite_loss"):
-            from tqdm import tqdm
-
-            tqdm.write(json.dumps({k: v for k, v in record.items() if k != "summary"} | _short(record)))
+            write_line(json.dumps({k: v for k, v in record.items() if k != "summary"} | _short(record)))
 
     def close(self):
         if self.enabled:

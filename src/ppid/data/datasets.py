@@ -45,10 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from .. import PpidError
 from ..io import IMAGE_EXTENSIONS, list_images, read_alpha, read_image, read_trimap
+from ..progress import progress
 
 LAYOUTS = ("adobe", "d646", "custom")
 SPLITS = ("train", "test")
@@ -321,9 +321,9 @@ def _check_listing(label, found, report):
         if name not in found.fg:
             report.warn(found.folder / "split.txt", f"{name!r} names no foreground")
     pairs = [(found.fg[n], found.alpha[n]) for n in found.fg if n in found.alpha]
-    for fg_path, alpha_path in tqdm(pairs, desc=f"check {label}", unit="fg", disable=None, leave=False):
+    for fg_path, alpha_path in progress(pairs, desc=f"check {label}", unit="fg", leave=False):
         _check_pair(fg_path, alpha_path, report)
-    for path in tqdm(found.bg, desc=f"check {label} bg", unit="bg", disable=None, leave=False):
+    for path in progress(found.bg, desc=f"check {label} bg", unit="bg", leave=False):
         try:
             read_image(path, warn_alpha=False)
         except PpidError as err:

@@ -31,10 +31,10 @@ from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from .. import PpidError
 from ..io import atomic_path, list_images, read_image, write_image
+from ..progress import progress
 
 # The benchmark versions and the default (the newest). Same seed + same version = identical files;
 # a change that alters any output byte of an existing version is a bug (tests pin version 1).
@@ -1023,12 +1023,12 @@ def synthesize(out, n_fg, seed=0, size=(512, 512), bg_dir=None, n_bg=None, worke
     tasks = [("fg", i, out, seed, size, None, version) for i in range(n_fg)]
     tasks += [("bg", j, out, seed, size, photos[j % len(photos)] if photos else n_fg, version) for j in range(n_bg)]
     workers = max(1, min(workers, os.cpu_count() or 1, len(tasks)))
-    bar = dict(total=len(tasks), desc="synth", unit="img", disable=None)
+    bar = dict(total=len(tasks), desc="synth", unit="img")
     if workers == 1:
-        entries = list(tqdm(map(_write_task, tasks), **bar))
+        entries = list(progress(map(_write_task, tasks), **bar))
     else:
         with Pool(workers) as pool:
-            entries = list(tqdm(pool.imap(_write_task, tasks, chunksize=2), **bar))
+            entries = list(progress(pool.imap(_write_task, tasks, chunksize=2), **bar))
     samples, backgrounds = entries[:n_fg], entries[n_fg:]
     manifest = {
         "generator": "ppid.data.synth",

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from .. import PpidError
 from ..io import atomic_path, list_images, read_alpha, read_image, to_uint8, write_image
+from ..progress import progress
 from .compose import composite, test_trimap
 from .datasets import read_split, resolve_list
 
@@ -93,7 +93,7 @@ def build_testset(fg_dir, alpha_dir, bg_dir, per_fg, out, split=None, bg_list=No
         raise PpidError(f"{out}: exists and is not an empty folder; choose a new --out")
 
     split_lines = []
-    for i, fg_path in enumerate(tqdm(foregrounds, desc="build-testset", unit="fg", disable=None)):
+    for i, fg_path in enumerate(progress(foregrounds, desc="build-testset", unit="fg")):
         name = fg_path.stem
         fg = read_image(fg_path, warn_alpha=False)
         alpha = read_alpha(alphas[name])

@@ -3,8 +3,9 @@
 
 import importlib
 import json
+import os
+import re
 from pathlib import Path
-
 
 from .. import PpidError, __version__
 from .common import DecoderTap, MattingNet, MattingOutput  # noqa: F401  (public API)
@@ -46,17 +47,30 @@ def count_parameters(model):
 def save_model(model, path):
     """Weights as safetensors with the build arguments in its metadata: reloading needs no pickle
     and runs no code from the file."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    from ..io import atomic_path
+    from ..io import atomic_path, write_failure
 
     args = getattr(model, "build_args", None)
     if args is None:
         raise PpidError("model was not made by ppid.models.build; its build arguments are unknown")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"ppid_build": json.dumps(args), "ppid_version": __version__, "format": "pt"}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    existed = Path(path).is_file()
+    try:
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=meta)
+    except (OSError, SafetensorError) as err:
+        raise write_failure(path, "model file", _reason(err), existed) from None
+
+
+def _reason(err):
+    """A short reason from an OSError or a safetensors error ("... (os error 28)")."""
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    code = re.search(r"os error (\d+)", str(err))
+    return os.strerror(int(code.group(1))) if code else str(err).split(": ", 1)[-1]
 
 
 def read_build_args(path):
@@ -69,22 +83,34 @@ def read_build_args(path):
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as err:
-        raise PpidError(f"{path}: not a ppid model file ({err.__class__.__name__}: {err})") from None
+        raise PpidError(f"{path}: not a ppid model file (damaged or not safetensors: {_reason(err)})") from None
     if "ppid_build" not in meta:
         raise PpidError(f"{path}: safetensors file without ppid build arguments (not saved by ppid)")
-    return json.loads(meta["ppid_build"])
+    try:
+        args = json.loads(meta["ppid_build"])
+    except json.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict):
+        raise PpidError(f"{path}: not a ppid model file (unreadable build arguments)")
+    return args
 
 
 def load_model(path, device="cpu"):
     from safetensors.torch import load_file
 
     args = read_build_args(path)
-    model = build(**args)
+    try:
+        model = build(**args)
+    except (TypeError, PpidError) as err:
+        raise PpidError(f"{path}: not a ppid model file (build arguments {args}: {err})") from None
     state = load_file(str(path), device=str(device))
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    own = model.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    reshaped = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if missing or unexpected or reshaped:
         raise PpidError(
-            f"{path}: weights do not match {args}: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
+            f"{path}: weights do not match {args}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shape {reshaped[:5]}"
         )
+    model.load_state_dict(state)
     return model.to(device).eval()
