@@ -156,6 +156,7 @@ def test_hash_ignores_logging_and_keys_added_later_at_their_default(monkeypatch)
 TINY = {
     "device": "cpu", "synth_size": 64, "n_train": 4, "n_val": 2, "n_test": 2, "test_per_fg": 1,
     "size": 32, "batch_size": 2, "iterations": 4, "val_every": 2, "ckpt_every": 2, "log_every": 1, "workers": 0,
+    "grad_clip": 5.0,
 }
 
 

@@ -301,6 +301,32 @@ def test_nonfinite_losses_are_skipped_then_abort(dataset, tmp_path, monkeypatch)
     assert (tmp_path / "nan" / "checkpoint_last.pt").is_file()
 
 
+def test_a_validation_with_nan_predictions_is_logged_and_never_best(dataset, tmp_path, monkeypatch):
+    import ppid.evaluate
+    from ppid.data.synth import synthesize
+    from ppid.data.testset import build_testset
+    from ppid.metrics import NonFiniteMatte
+
+    synthesize(tmp_path / "src", 2, seed=1, size=(64, 64), workers=1)
+    build_testset(tmp_path / "src" / "fg", tmp_path / "src" / "alpha", tmp_path / "src" / "bg", 1, tmp_path / "val",
+                  split=tmp_path / "src" / "split.txt")
+    real = ppid.evaluate.evaluate_model
+    calls = {"n": 0}
+
+    def diverged_first(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise NonFiniteMatte("synth_00000_0: matte holds NaN or inf")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ppid.evaluate, "evaluate_model", diverged_first)
+    cfg = tiny(dataset, tmp_path / "v", data={"val_root": str(tmp_path / "val")}, train={"val_every": 2})
+    result = train(load_config(None, cfg))
+    events = [json.loads(line).get("event") for line in (tmp_path / "v" / "log.jsonl").read_text().splitlines()]
+    assert events.count("validation_nonfinite") == 1 and events.count("validation") == 1
+    assert result["best"]["step"] == 4
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_trains_a_few_steps(path, dataset, teachers, tmp_path):

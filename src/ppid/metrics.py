@@ -51,6 +51,10 @@ FLOAT_RANGE_TOLERANCE = 1e-3
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
 
+class NonFiniteMatte(PpidError):
+    """A prediction holds NaN or inf (a diverged model, typically)."""
+
+
 def as_matte(x, name="matte"):
     """Any HxW matte (uint8, float in [0, 1], NumPy or torch, 1xHxW / HxWx1) -> uint8 HxW."""
     if hasattr(x, "detach"):  # torch tensor, any device or dtype (bf16/fp16 included)
@@ -65,7 +69,7 @@ def as_matte(x, name="matte"):
     if not np.issubdtype(x.dtype, np.floating):
         raise PpidError(f"{name}: expected uint8 or float in [0, 1], got {x.dtype}")
     if x.size and not np.isfinite(x).all():
-        raise PpidError(f"{name}: matte holds NaN or inf")
+        raise NonFiniteMatte(f"{name}: matte holds NaN or inf")
     if x.size and (x.min() < -FLOAT_RANGE_TOLERANCE or x.max() > 1 + FLOAT_RANGE_TOLERANCE):
         raise PpidError(f"{name}: float matte outside [0, 1] (min {x.min():.4g}, max {x.max():.4g})")
     return to_uint8(x)

@@ -28,6 +28,7 @@ from .distill.ald import ald_loss
 from .distill.clsd import CLSD
 from .io import atomic_path, write_failure, write_image
 from .losses import alpha_loss
+from .metrics import NonFiniteMatte
 from .models import build, load_model, save_model
 from .progress import progress as progress_bar, write as write_line
 
@@ -563,10 +564,16 @@ def _train(cfg, resume, stop):
                 from .evaluate import evaluate_model
 
                 # float32 on the CPU: bf16 there is for training speed, not for the numbers we select on
-                summary = evaluate_model(model, testset, device, cfg["data"]["val_max_items"], amp if use_cuda else None)
-                sad = summary["results"]["whole"]["all"]["sad"]
-                logger.log({"event": "validation", "step": done, "summary": summary})
-                if best is None or sad < best["SAD"]:
+                try:
+                    summary = evaluate_model(model, testset, device, cfg["data"]["val_max_items"], amp if use_cuda else None)
+                except NonFiniteMatte as err:  # diverged weights: never a best step, and the run goes on
+                    summary = None
+                    logger.log({"event": "validation_nonfinite", "step": done, "error": str(err)})
+                    write_line(f"warning: step {done}: the model predicts NaN/inf on the validation set ({err})")
+                sad = summary["results"]["whole"]["all"]["sad"] if summary else math.inf
+                if summary:
+                    logger.log({"event": "validation", "step": done, "summary": summary})
+                if summary and (best is None or sad < best["SAD"]):
                     best = {"step": done, "SAD": sad}
                     save_model(model, out_dir / "model_best.safetensors")
             if world > 1:

@@ -52,18 +52,22 @@ BUDGETS = {
     "smoke": {
         "device": "cpu", "synth_size": 96, "n_train": 16, "n_val": 4, "n_test": 6, "test_per_fg": 1,
         "size": 64, "batch_size": 4, "iterations": 40, "val_every": 20, "ckpt_every": 20, "log_every": 10, "workers": 0,
+        "grad_clip": 5.0,  # its teacher has 40 steps: raw features that can blow CLSD up (as the demo)
     },
     "cpu_small": {
         "device": "cpu", "synth_size": 256, "n_train": 400, "n_val": 32, "n_test": 60, "test_per_fg": 2,
         "size": 128, "batch_size": 8, "iterations": 2000, "val_every": 500, "ckpt_every": 100, "log_every": 50, "workers": 1,
+        "grad_clip": 0.0,
     },
     "gpu_small": {
         "device": "cuda", "synth_size": 512, "n_train": 400, "n_val": 40, "n_test": 60, "test_per_fg": 2,
         "size": 256, "batch_size": 32, "iterations": 1500, "val_every": 500, "ckpt_every": 250, "log_every": 50, "workers": 4,
+        "grad_clip": 0.0,
     },
     "paper": {  # Section 4.2 / App. A schedule on the procedural benchmark (or --data-root)
         "device": "auto", "synth_size": 1024, "n_train": 431, "n_val": 50, "n_test": 50, "test_per_fg": 20,
         "size": 512, "batch_size": 64, "iterations": 50000, "val_every": 5000, "ckpt_every": 1000, "log_every": 100, "workers": 8,
+        "grad_clip": 0.0,
     },
 }
 # Data seeds: the three splits have disjoint foregrounds (synth seeds), so validation never sees
@@ -149,7 +153,7 @@ def run_config(family, variant, seed, settings, teacher_folder=None):
             cfg["distill"]["teacher"] = None
     cfg["name"] = f"{family}_{variant}_seed{seed}"
     cfg["data"].update(train_root="data/train", val_root="data/val", size=settings["size"], workers=settings["workers"])
-    cfg["optim"].update(iterations=settings["iterations"], batch_size=settings["batch_size"])
+    cfg["optim"].update(iterations=settings["iterations"], batch_size=settings["batch_size"], grad_clip=settings["grad_clip"])
     cfg["train"].update(
         device=settings["device"], seed=seed, val_every=settings["val_every"], ckpt_every=settings["ckpt_every"],
         log_every=settings["log_every"], image_every=settings["iterations"], out=None,
