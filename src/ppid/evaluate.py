@@ -219,9 +219,14 @@ def _fmt(metric, value):
 def _clamping_text(clampings):
     if set(clampings) <= {"none"}:
         return "no trimap clamping"
+    parts = []
     if "none" in clampings:
-        return "trimap-free rows never clamped, trimap-based rows clamped to the trimap's known regions"
-    return "clamped to the trimap's known regions"
+        parts.append("trimap-free rows never clamped")
+    if "trimap" in clampings:
+        parts.append("trimap-based rows clamped to the test trimap's known regions")
+    if "derived trimap" in clampings:
+        parts.append("refine rows clamped to the trimap derived from the student's alpha (no test trimap)")
+    return ", ".join(parts)
 
 
 def _units_line(region, count, clampings=("none",)):
@@ -291,16 +296,24 @@ def write_json(summary, path):
         raise PpidError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
-def predict_testset(model, testset, device, max_items=None, amp=None):
+def predict_testset(model, testset, device, max_items=None, amp=None, refiner=None, rule=None):
     """Run a ppid model over a built test set -> rows (name, pred, gt, trimap, group) for
     `evaluate_arrays`. Teachers get the trimap and are clamped on its known regions, as their
-    originals; students get RGB only and are never clamped."""
+    originals; students get RGB only and are never clamped. With `refiner` (a teacher), a student's
+    alpha becomes a trimap by the refine rule (`rule`: low/high/width, ppid.refine) and the teacher
+    refines it: no ground-truth trimap is used."""
     import torch
 
     from .models.common import clamp_to_trimap
+    from .refine import check_refiner, refine
 
     model.eval()
     is_teacher = model.role == "teacher"
+    if refiner is not None:
+        if is_teacher:
+            raise PpidError("--refine takes a trimap-free student's output; this model is a teacher")
+        check_refiner(refiner, "the refine model")
+        refiner.eval()
     rows = []
     with torch.no_grad():
         for i, item in enumerate(testset):
@@ -313,7 +326,10 @@ def predict_testset(model, testset, device, max_items=None, amp=None):
                     raise PpidError(f"{item['name']}: the test set has no trimap, which the teacher needs")
                 trimap = torch.from_numpy(item["trimap"].astype(np.float32) / 255.0)[None, None].to(device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                alpha = model(image, trimap).alpha.float()
+                if refiner is not None:
+                    alpha = refine(model, refiner, image, **(rule or {}))[0]
+                else:
+                    alpha = model(image, trimap).alpha.float()
             if is_teacher:
                 alpha = clamp_to_trimap(alpha, trimap)
             alpha = alpha[0, 0].cpu().numpy()
@@ -321,12 +337,13 @@ def predict_testset(model, testset, device, max_items=None, amp=None):
     return rows
 
 
-def evaluate_model(model, testset, device, max_items=None, amp=None):
+def evaluate_model(model, testset, device, max_items=None, amp=None, refiner=None, rule=None):
     """Summary of one model on a built test set: whole image, and transition region when the test
     set has trimaps."""
-    rows = predict_testset(model, testset, device, max_items, amp)
+    rows = predict_testset(model, testset, device, max_items, amp, refiner, rule)
     region = "both" if all(r[3] is not None for r in rows) else "whole"
-    return evaluate_arrays(rows, region=region, clamping="trimap" if model.role == "teacher" else "none")[1]
+    clamping = "trimap" if model.role == "teacher" else "derived trimap" if refiner is not None else "none"
+    return evaluate_arrays(rows, region=region, clamping=clamping)[1]
 
 
 def add_arguments(parser):
@@ -337,6 +354,10 @@ def add_arguments(parser):
     parser.add_argument("--label", action="append", help="row name for each --model (default: file's folder name)")
     parser.add_argument("--data", type=Path, help="with --model: a built test set (merged/, alpha/, trimaps/, split.txt)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="with --model")
+    parser.add_argument("--refine", type=Path, metavar="TEACHER",
+                        help="with --model STUDENT: also evaluate student -> trimap from its alpha -> this teacher (refine mode)")
+    parser.add_argument("--refine-rule", type=float, nargs=3, metavar=("LOW", "HIGH", "WIDTH"),
+                        help="refine trimap rule: unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side (default 0.05 0.95 0.01)")
     parser.add_argument("--trimap", type=Path, help="folder of trimaps (0/128/255) for the transition region")
     parser.add_argument("--split", type=Path, help="'name group' file (groups e.g. transparent, non-transparent)")
     parser.add_argument("--region", choices=("transition", "whole", "both"),
@@ -380,10 +401,19 @@ def _run_models(args):
         raise PpidError("--device cuda but no CUDA device is available")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     testset = CompositeTestSet(args.data)
+    refiner = load_model(args.refine, device=device) if args.refine else None
+    rule = dict(zip(("low", "high", "width"), args.refine_rule)) if args.refine_rule else None
+    if refiner is not None:
+        from .refine import check_refiner, check_rule
+
+        check_refiner(refiner, args.refine)
+        check_rule(**(rule or {}))
     summaries = {}
     for label, path in zip(labels, args.model):
         model = load_model(path, device=device)
         summaries[label] = evaluate_model(model, testset, device)
+        if refiner is not None and model.role == "student":
+            summaries[f"{label} -> refine"] = evaluate_model(model, testset, device, refiner=refiner, rule=rule)
     print(format_comparison(summaries))
     if args.json:
         where = args.json.parent

@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from . import PpidError
 from .data.compose import composite as compose
 from .foreground import estimate_foreground
-from .models.common import clamp_to_trimap
 from .io import IMAGE_EXTENSIONS, list_images, read_image, read_trimap, snap_trimap, write_image
+from .models.common import clamp_to_trimap
+from .refine import HIGH, LOW, WIDTH, check_refiner, check_rule
+from .refine import refine as refine_alpha
 
 OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
 NAMED_COLOURS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0)}
@@ -118,10 +120,12 @@ class Predictor:
     a tensor (3, H, W) in [0, 1] or a file path. Teachers also need `trimap=` (uint8 HxW with
     0/128/255, or a path); their alpha is clamped to the trimap's known regions, as in the originals.
     `precision` is "fp32", "fp16" (CUDA) or "bf16" (autocast); `max_side` caps the longer side the
-    model sees (the alpha is upsampled back).
+    model sees (the alpha is upsampled back). `refine=TEACHER` (refine mode, ppid.refine): the
+    student's alpha becomes a trimap by the rule `refine_rule` (low, high, width) and that
+    trimap-based teacher refines it; the user gives no trimap.
     """
 
-    def __init__(self, weights, device="auto", precision="fp32", max_side=None):
+    def __init__(self, weights, device="auto", precision="fp32", max_side=None, refine=None, refine_rule=None):
         from .models import load_model
 
         self.device = resolve_device(device)
@@ -137,6 +141,13 @@ class Predictor:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.needs_trimap = self.model.role == "teacher"
+        self.refiner, self.rule = None, dict(zip(("low", "high", "width"), refine_rule or (LOW, HIGH, WIDTH)))
+        if refine is not None:
+            if self.needs_trimap:
+                raise PpidError(f"{weights}: refine mode starts from a trimap-free student; this is a teacher")
+            check_rule(**self.rule)
+            self.refiner = load_model(refine, self.device)
+            check_refiner(self.refiner, refine)
 
     # -- tensors on the device ------------------------------------------------------------------
     def _trimap_tensor(self, trimap, height, width):
@@ -168,7 +179,10 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            alpha = self.model(x, t).alpha.float()  # the feature taps are dropped right here
+            if self.refiner is not None:
+                alpha = refine_alpha(self.model, self.refiner, x, **self.rule)[0]
+            else:
+                alpha = self.model(x, t).alpha.float()  # the feature taps are dropped right here
         if alpha.shape[-2:] != (h, w):
             alpha = F.interpolate(alpha, (h, w), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
         return alpha if trimap is None else clamp_to_trimap(alpha, trimap)
@@ -260,6 +274,9 @@ def add_arguments(parser):
     parser.add_argument("--trimap", metavar="FILE|DIR", help="teachers only: a trimap file (one input) or a folder of trimaps named like the inputs")
     parser.add_argument("--save", default="alpha,rgba", help=f"comma-separated outputs among {','.join(OUTPUT_KINDS)} (default alpha,rgba)")
     parser.add_argument("--background", metavar="COLOUR|IMAGE", help="white, black, green, #RRGGBB or an image file; implies composite (default white)")
+    parser.add_argument("--refine", metavar="TEACHER", help="refine mode: a trimap from the student's alpha, then this trimap-based teacher refines the unknown band")
+    parser.add_argument("--refine-rule", type=float, nargs=3, metavar=("LOW", "HIGH", "WIDTH"),
+                        help=f"unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side (default {LOW} {HIGH} {WIDTH})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--max-side", type=int, metavar="N", help="run the model on a copy whose longer side is at most N pixels and upsample the alpha (saves memory on large photos)")
     precision = parser.add_mutually_exclusive_group()
@@ -298,7 +315,8 @@ def run(args):
     kinds = _parse_save(args.save, args.background)
     background = parse_background(args.background or "white") if "composite" in kinds else None
     inputs = collect_inputs(args.inputs)
-    predictor = Predictor(args.model, device=args.device, precision=args.precision or "fp32", max_side=args.max_side)
+    predictor = Predictor(args.model, device=args.device, precision=args.precision or "fp32", max_side=args.max_side,
+                          refine=args.refine, refine_rule=args.refine_rule)
     if predictor.needs_trimap and args.trimap is None:
         raise PpidError(f"{args.model}: is a teacher (trimap-based) model; pass --trimap FILE|DIR")
     if not predictor.needs_trimap and args.trimap is not None:

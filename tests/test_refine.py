@@ -1,0 +1,69 @@
+"""Refine mode: the trimap rule, the Predictor and CLI paths, and `ppid evaluate --refine`."""
+
+import numpy as np
+import pytest
+import torch
+
+import ppid
+from ppid import PpidError
+from ppid.cli import main
+from ppid.models import build, save_model
+from ppid.refine import trimap_from_alpha
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    paths = {}
+    for family, role in (("indexnet", "student"), ("indexnet", "teacher"), ("gca", "teacher")):
+        paths[f"{family}_{role}"] = root / f"{family}_{role}.safetensors"
+        save_model(build(family, role), paths[f"{family}_{role}"])
+    return paths
+
+
+def test_trimap_rule_thresholds_band_and_defaults():
+    alpha = torch.zeros(1, 1, 100, 100)
+    alpha[..., 40:60, 40:60] = 1.0
+    alpha[..., 50, 70] = 0.5  # an isolated soft pixel
+    tri = trimap_from_alpha(alpha, low=0.05, high=0.95, width=0.03)  # radius 3 px
+    assert set(tri.unique().tolist()) <= {0.0, 0.5, 1.0}
+    assert tri[0, 0, 50, 50] == 1.0 and tri[0, 0, 5, 5] == 0.0
+    assert (tri[0, 0, 47:54, 67:74] == 0.5).all() and tri[0, 0, 50, 74] == 0.0  # grown by exactly 3 px
+    hard = trimap_from_alpha(alpha, width=0.0)  # at least one pixel around the unknown
+    assert hard[0, 0, 50, 71] == 0.5 and hard[0, 0, 50, 72] == 0.0
+    assert trimap_from_alpha(torch.full((1, 1, 8, 8), 0.99))[0, 0, 4, 4] == 1.0  # above high: foreground
+    with pytest.raises(PpidError, match="low < high"):
+        trimap_from_alpha(alpha, low=0.9, high=0.1)
+
+
+def test_predictor_refine_clamps_to_the_derived_trimap(weights):
+    photo = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    plain = ppid.Predictor(weights["indexnet_student"], device="cpu")
+    refined = ppid.Predictor(weights["indexnet_student"], device="cpu", refine=weights["gca_teacher"], refine_rule=(0.05, 0.95, 0.02))
+    student_alpha = torch.from_numpy(plain.predict(photo))[None, None]
+    tri = trimap_from_alpha(student_alpha, 0.05, 0.95, 0.02)[0, 0].numpy()
+    alpha = refined.predict(photo)
+    assert alpha.shape == (48, 64) and np.isfinite(alpha).all()
+    assert (alpha[tri == 0] == 0).all() and (alpha[tri == 1] == 1).all()
+    with pytest.raises(PpidError, match="needs a trimap-based teacher"):
+        ppid.Predictor(weights["indexnet_student"], device="cpu", refine=weights["indexnet_student"])
+    with pytest.raises(PpidError, match="starts from a trimap-free student"):
+        ppid.Predictor(weights["indexnet_teacher"], device="cpu", refine=weights["gca_teacher"])
+
+
+def test_predict_and_evaluate_cli_refine(weights, tmp_path, capsys):
+    from ppid.data.synth import synthesize
+    from ppid.data.testset import build_testset
+
+    synthesize(tmp_path / "src", 2, seed=1, size=(64, 64), workers=1)
+    build_testset(tmp_path / "src" / "fg", tmp_path / "src" / "alpha", tmp_path / "src" / "bg", 1, tmp_path / "test",
+                  split=tmp_path / "src" / "split.txt")
+    assert main(["predict", "--model", str(weights["indexnet_student"]), "--refine", str(weights["indexnet_teacher"]),
+                 str(tmp_path / "test" / "merged"), "--out", str(tmp_path / "out"), "--save", "alpha", "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "out" / "alpha").glob("*.png"))) == 2
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(weights["indexnet_student"]), "--label", "student", "--refine", str(weights["indexnet_teacher"]),
+                 "--model", str(weights["indexnet_teacher"]), "--label", "teacher", "--data", str(tmp_path / "test"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "student -> refine" in out and "teacher" in out and "derived from the student's alpha" in out
