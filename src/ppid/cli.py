@@ -19,7 +19,7 @@ COMMANDS = {
     "predict": ("ppid.predict", "alpha, RGBA cut-outs and composites for photos"),
     "export": ("ppid.export", "export to ONNX, checked against onnxruntime"),
     "viz": ("ppid.viz", "visual reports: GT, teacher, student, error, attention"),
-    "reproduce": ("ppid.reproduce", "the paper's Tables 1, 3, 4, 6: plan, train, resume, report"),
+    "reproduce": ("ppid.reproduce", "the paper's tables: plan, train, resume, report"),
     "demo": ("ppid.demo", "end-to-end demo on the synthetic benchmark"),
 }
 
