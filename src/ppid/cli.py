@@ -28,6 +28,7 @@ def build_parser(command=None):
     parser = argparse.ArgumentParser(
         prog="ppid",
         description="ppid-matting: trimap-free image matting with privileged trimap distillation.",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32),  # one line per command
     )
     parser.add_argument("--version", action="version", version=f"ppid-matting {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
