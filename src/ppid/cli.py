@@ -24,11 +24,21 @@ COMMANDS = {
 }
 
 
+class _OneLineCommands(argparse.HelpFormatter):
+    """argparse measures subcommand names at the section's indent but prints them one level
+    deeper, so the longest name wraps its help onto a second line; widen by that level."""
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            self._action_max_length += self._indent_increment
+
+
 def build_parser(command=None):
     parser = argparse.ArgumentParser(
         prog="ppid",
         description="ppid-matting: trimap-free image matting with privileged trimap distillation.",
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32),  # one line per command
+        formatter_class=_OneLineCommands,
     )
     parser.add_argument("--version", action="version", version=f"ppid-matting {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
