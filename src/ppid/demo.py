@@ -30,7 +30,7 @@ def demo_configs(args, data_dir):
         "model": {"family": args.family},
         "data": {
             "train_root": str(data_dir / "train"),
-            "val_root": str(data_dir / "test"),
+            "val_root": None,  # the demo keeps each model's last step: nothing is selected, on any split
             "size": args.size,
             "workers": 0,
         },
