@@ -175,6 +175,16 @@ def test_np_save_through_atomic_path_lands_on_the_name(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["arr.npy"]
 
 
+def test_atomic_path_gives_the_usual_mode_to_files_their_writer_replaced(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    with atomic_path(tmp_path / "model.bin") as tmp:
+        tmp.unlink()  # as safetensors does: a fresh file, created private
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+    assert stat.S_IMODE(os.stat(tmp_path / "model.bin").st_mode) == 0o666 & ~umask
+
+
 def test_list_images_by_stem_skips_hidden_and_rejects_duplicates(tmp_path):
     for name in ("b.png", "a.jpg", "._a.png", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")

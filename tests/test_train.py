@@ -5,9 +5,10 @@ broken checkpoints and a full disk."""
 import errno
 import io
 import json
-import re
+import multiprocessing
 import os
 import pickle
+import re
 import shlex
 import signal
 import socket
@@ -489,6 +490,18 @@ def test_signal_in_the_last_step_lets_the_run_finish(synth_data, tmp_path, monke
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_an_ignored_signal_stays_ignored(synth_data, tmp_path, monkeypatch):
+    import ppid.train as engine
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        _signal_in_step(engine, monkeypatch, 1, signal.SIGTERM)
+        result = train(load_config(None, parse_set([*tiny_sets(synth_data, iterations=2), f"train.out={tmp_path}"])))
+        assert result["steps"] == 2 and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_library_callers_get_a_keyboard_interrupt(synth_data, tmp_path, monkeypatch):
     import ppid.train as engine
 
@@ -632,7 +645,7 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(synth_data,
         return open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr(engine, "open", open_on_a_filling_disk, raising=False)
-    sets = [*tiny_sets(synth_data, iterations=3), "train.ckpt_every=1"]
+    sets = [*tiny_sets(synth_data, iterations=3, workers=1), "train.ckpt_every=1"]
     out = tmp_path / "run"
     with pytest.raises(PpidError) as caught:
         train(load_config(None, parse_set([*sets, f"train.out={out}"])))
@@ -640,3 +653,8 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(synth_data,
     assert str(caught.value) == f"{path}: cannot write checkpoint (No space left on device); the previous checkpoint is intact"
     assert load_checkpoint(path)["step"] == 1
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+    # The DataLoader worker (it ignores SIGTERM) is stopped, or the interpreter's exit would wait for it.
+    leftover = multiprocessing.active_children()
+    for child in leftover:
+        child.kill()  # so that a failure here does not hang the test session at exit
+    assert leftover == []

@@ -163,10 +163,11 @@ def atomic_path(path):
     # does) must see the final name's suffix.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
-    # mkstemp creates the file private (0600); give it the mode a plain open() would.
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
+        # mkstemp creates the file private (0600), and some writers (safetensors) replace it with
+        # another private file: give the result the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -6,6 +6,7 @@ Read top to bottom: config -> devices (DDP through torchrun) -> data -> models -
 on SIGINT/SIGTERM).
 """
 
+import contextlib
 import json
 import math
 import os
@@ -354,7 +355,8 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class StopSignals:
     """While active, SIGINT and SIGTERM (what schedulers send before pre-emption) only ask the
-    loop to stop after the current step; the previous handlers come back on exit."""
+    loop to stop after the current step; the previous handlers come back on exit. A signal the
+    caller ignores (a background job of a script ignores SIGINT) stays ignored."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -364,7 +366,8 @@ class StopSignals:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # Python handles signals only there
-            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            wanted = [s for s in self.SIGNALS if signal.getsignal(s) != signal.SIG_IGN]
+            self.previous = {s: signal.signal(s, self._handle) for s in wanted}
         return self
 
     def __exit__(self, *exc):
@@ -417,11 +420,11 @@ def save_grid(path, batch, out, teacher_out=None, n=4):
 def train(cfg, resume=None):
     """Run one training; returns {"out", "best", "steps", ...}. SIGINT/SIGTERM end it after the
     current step with a checkpoint and raise `TrainingInterrupted`."""
-    with StopSignals() as stop:
-        return _train(cfg, resume, stop)
+    with StopSignals() as stop, contextlib.ExitStack() as on_exit:
+        return _train(cfg, resume, stop, on_exit)
 
 
-def _train(cfg, resume, stop):
+def _train(cfg, resume, stop, on_exit):
     rank, world, device = setup_devices(cfg)
     is_main = rank == 0
     t_cfg, o_cfg = cfg["train"], cfg["optim"]
@@ -475,7 +478,9 @@ def _train(cfg, resume, stop):
         testset = CompositeTestSet(cfg["data"]["val_root"])
 
     logger = RunLogger(out_dir, cfg, enabled=is_main)
-    batches = make_batches(cfg, device, start_step, rank, world, gen_state)
+    # Closed however _train ends: DataLoader workers ignore SIGTERM, so they must be stopped by us
+    # (the interpreter's exit would terminate and wait for them forever).
+    batches = on_exit.enter_context(contextlib.closing(make_batches(cfg, device, start_step, rank, world, gen_state)))
     iterations = o_cfg["iterations"]
     progress = progress_bar(total=iterations, initial=start_step, enabled=is_main, desc="train")
     tick, seen = time.perf_counter(), 0

@@ -79,6 +79,10 @@ def read_build_args(path):
     path = Path(path)
     if not path.is_file():
         raise PpidError(f"{path}: model file not found")
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":  # torch.save's zip archive
+            raise PpidError(f"{path}: not a ppid model file (a torch.save archive such as a training checkpoint; "
+                            "the model is the .safetensors file beside it)")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
