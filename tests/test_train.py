@@ -385,6 +385,7 @@ def tiny_sets(data, iterations, workers=0):
         "data.train_root": str(data), "data.size": 32, "data.workers": workers, "optim.iterations": iterations,
         "optim.batch_size": 2, "train.device": "cpu", "train.log_every": 1, "train.image_every": 0,
         "train.ckpt_every": 1000, "train.val_every": 1000,
+        "train.amp": "none",  # float32: these runs are compared bit for bit across processes
     }
     return [f"{k}={v}" for k, v in values.items()]
 
