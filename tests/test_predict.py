@@ -212,3 +212,66 @@ def test_viz_report_with_teacher_and_attention_maps(weights, tmp_path, capsys):
     rc = main(["viz", "--model", str(weights["student"]), "--teacher", str(weights["student"]),
                "--data", str(data), "--out", str(tmp_path / "r2")])
     assert rc == 2 and "not a teacher" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(50, 64, 32), (64, 64, 0), (65, 64, 32), (200, 64, 32), (1000, 256, 64), (4000, 1280, 256)])
+def test_tile_windows_partition_the_axis(length, tile, overlap):
+    from ppid.predict import tile_windows
+
+    windows = tile_windows(length, tile, overlap)
+    keeps = [(k0, k1) for _, _, k0, k1 in windows]
+    assert keeps[0][0] == 0 and keeps[-1][1] == length
+    assert all(a[1] == b[0] for a, b in zip(keeps, keeps[1:]))  # kept parts tile the axis, no gap or overlap
+    for start, stop, k0, k1 in windows:
+        assert start % 32 == 0 and start <= k0 < k1 <= stop <= length
+        assert stop - start <= tile + 31
+        # a kept pixel is overlap / 2 away from every window edge that is not the image's
+        assert start == 0 or k0 - start >= overlap // 2
+        assert stop == length or stop - k1 >= overlap // 2
+    assert (len(windows) == 1) == (length <= tile + 31)
+
+
+def test_tiles_stitch_window_alphas_and_small_photos_run_whole(weights):
+    from ppid.models import load_model
+    from ppid.predict import tile_windows
+
+    model = load_model(weights["student"])
+    photo = _photo(70, 130)
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        whole = model(x).alpha[0, 0].numpy()
+    # the default tile is larger than the photo: the network sees it whole, bit for bit
+    np.testing.assert_array_equal(ppid.Predictor(weights["student"], device="cpu").predict(photo), whole)
+    np.testing.assert_array_equal(ppid.Predictor(weights["student"], device="cpu", tile=None).predict(photo), whole)
+
+    tiled = ppid.Predictor(weights["student"], device="cpu", tile=64, overlap=32).predict(photo)
+    assert tiled.shape == photo.shape[:2]
+    # every window's kept part is that window's own alpha
+    for y0, y1, ky0, ky1 in tile_windows(70, 64, 32):
+        for x0, x1, kx0, kx1 in tile_windows(130, 64, 32):
+            with torch.inference_mode():
+                part = model(x[..., y0:y1, x0:x1]).alpha[0, 0].numpy()
+            np.testing.assert_array_equal(tiled[ky0:ky1, kx0:kx1], part[ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0])
+    # it approximates the whole-image alpha better than running the network at the tile's size
+    downscaled = ppid.Predictor(weights["student"], device="cpu", tile=None, max_side=64).predict(photo)
+    assert np.abs(tiled - whole).mean() < np.abs(downscaled - whole).mean()
+
+
+def test_teacher_tiles_take_their_trimap_windows(weights):
+    photo = _photo(72, 100)
+    tri = np.full((72, 100), 128, np.uint8)
+    tri[:, :20], tri[:, -20:] = 0, 255
+    alpha = ppid.Predictor(weights["teacher"], device="cpu", tile=64, overlap=32).predict(photo, trimap=tri)
+    assert (alpha[:, :20] == 0).all() and (alpha[:, -20:] == 1).all()
+    whole = ppid.Predictor(weights["teacher"], device="cpu", tile=None).predict(photo, trimap=tri)
+    assert np.abs(alpha - whole).mean() < 0.1
+
+
+def test_bad_tiling_is_an_argument_error(weights, mixed_folder, tmp_path, capsys):
+    base = ["predict", "--model", str(weights["student"]), str(mixed_folder / "plain.png"), "--out", str(tmp_path / "o")]
+    assert main(base + ["--tile", "100"]) == 2
+    assert main(base + ["--tile", "64", "--overlap", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "tile must be a multiple of 32" in err and "overlap must be" in err
+    assert not (tmp_path / "o").exists()
+    assert main(base + ["--tile", "0"]) == 0  # 0: always whole

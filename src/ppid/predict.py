@@ -9,10 +9,11 @@ Output layout (one folder per kind, file names follow the input stems, always PN
     OUT/fg/NAME.png          estimated foreground colours (opaque)
     OUT/composite/NAME.png   foreground over --background
 
-The model sees the photo at full resolution (it pads to a multiple of 32 itself); `--max-side N`
-runs it on a copy whose longer side is N and upsamples the alpha. Foreground colours
-(`ppid.foreground`, multi-level estimation) are estimated at full resolution: on a GPU with
-torch, on a CPU with pymatting.
+The model sees the photo at full resolution (it pads to a multiple of 32 itself). A photo with a
+side over --tile (default 1280) px runs in overlapping tiles of at most that side, so memory does not
+grow with the photo; smaller photos run whole. `--max-side N` runs the model on a copy whose longer
+side is N and upsamples the alpha. Foreground colours (`ppid.foreground`, multi-level estimation)
+are estimated at full resolution: on a GPU with torch, on a CPU with pymatting.
 """
 
 import glob
@@ -29,11 +30,15 @@ from . import PpidError
 from .data.compose import composite as compose
 from .foreground import estimate_foreground
 from .io import IMAGE_EXTENSIONS, list_images, read_image, read_trimap, snap_trimap, write_image
-from .models.common import clamp_to_trimap
+from .models.common import STRIDE, clamp_to_trimap
 from .refine import HIGH, LOW, WIDTH, check_refiner, check_rule
 from .refine import refine as refine_alpha
 
 OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
+# Tiles bound the network's memory: about 1.2 GiB per megapixel for the IndexNet student on the CPU,
+# so 1280 px tiles keep `ppid predict` on a 12-megapixel photo under 4 GB (docs/predict.md).
+DEFAULT_TILE = 1280
+DEFAULT_OVERLAP = 256
 NAMED_COLOURS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0)}
 
 
@@ -108,6 +113,31 @@ def background_tensor(background, height, width, device):
     return bg.clamp(0.0, 1.0)
 
 
+def tile_windows(length, tile, overlap):
+    """Windows along one axis: (start, stop, keep_start, keep_stop). Windows are `tile` px long
+    (the last up to STRIDE - 1 longer), start on multiples of STRIDE so their pooling grids are the
+    whole image's, and overlap their neighbours by at least `overlap`; each overlap is split in the
+    middle, so every kept pixel lies at least overlap / 2 inside its window or on the image edge."""
+    if length <= tile:
+        return [(0, length, 0, length)]
+    starts = list(range(0, length - tile + 1, tile - overlap))
+    last = (length - tile) // STRIDE * STRIDE
+    if last > starts[-1]:
+        starts.append(last)
+    stops = [start + tile for start in starts[:-1]] + [length]
+    cuts = [0] + [(stop + start) // 2 for stop, start in zip(stops[:-1], starts[1:])] + [length]
+    return list(zip(starts, stops, cuts[:-1], cuts[1:]))
+
+
+def check_tiling(tile, overlap):
+    if tile is None:
+        return
+    if tile < 2 * STRIDE or tile % STRIDE:
+        raise PpidError(f"tile must be a multiple of {STRIDE} and at least {2 * STRIDE} px, got {tile}")
+    if overlap < 0 or overlap % STRIDE or overlap >= tile:
+        raise PpidError(f"overlap must be a multiple of {STRIDE} in [0, tile), got {overlap} for tile {tile}")
+
+
 class Predictor:
     """A trained model ready for photos.
 
@@ -120,12 +150,15 @@ class Predictor:
     a tensor (3, H, W) in [0, 1] or a file path. Teachers also need `trimap=` (uint8 HxW with
     0/128/255, or a path); their alpha is clamped to the trimap's known regions, as in the originals.
     `precision` is "fp32", "fp16" (CUDA) or "bf16" (autocast); `max_side` caps the longer side the
-    model sees (the alpha is upsampled back). `refine=TEACHER` (refine mode, ppid.refine): the
+    model sees (the alpha is upsampled back). An image (after `max_side`) with a side over `tile` px
+    runs in windows of `tile` px that overlap by `overlap` (multiples of 32; see `tile_windows`);
+    `tile=None` always runs the whole image at once. `refine=TEACHER` (refine mode, ppid.refine): the
     student's alpha becomes a trimap by the rule `refine_rule` (low, high, width) and that
     trimap-based teacher refines it; the user gives no trimap.
     """
 
-    def __init__(self, weights, device="auto", precision="fp32", max_side=None, refine=None, refine_rule=None):
+    def __init__(self, weights, device="auto", precision="fp32", max_side=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,
+                 refine=None, refine_rule=None):
         from .models import load_model
 
         self.device = resolve_device(device)
@@ -135,8 +168,10 @@ class Predictor:
             raise PpidError("fp16 needs a CUDA device; use bf16 on CPU")
         if max_side is not None and max_side < 32:
             raise PpidError(f"max_side must be at least 32, got {max_side}")
+        check_tiling(tile, overlap)
         self.precision = precision
         self.max_side = max_side
+        self.tile, self.overlap = tile, overlap
         self.model = load_model(weights, self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -180,12 +215,24 @@ class Predictor:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             if self.refiner is not None:
-                alpha = refine_alpha(self.model, self.refiner, x, **self.rule)[0]
+                alpha = refine_alpha(self.model, self.refiner, x, **self.rule, run=self._tiled_alpha)[0]
             else:
-                alpha = self.model(x, t).alpha.float()  # the feature taps are dropped right here
+                alpha = self._tiled_alpha(self.model, x, t)
         if alpha.shape[-2:] != (h, w):
             alpha = F.interpolate(alpha, (h, w), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
         return alpha if trimap is None else clamp_to_trimap(alpha, trimap)
+
+    def _tiled_alpha(self, model, x, t):
+        """A network's alpha for x (and t), window by window when x is larger than a tile."""
+        h, w = x.shape[-2:]
+        if self.tile is None or max(h, w) <= self.tile:
+            return model(x, t).alpha.float()  # the feature taps are dropped right here
+        alpha = torch.empty((x.shape[0], 1, h, w), device=x.device)
+        for y0, y1, ky0, ky1 in tile_windows(h, self.tile, self.overlap):
+            for x0, x1, kx0, kx1 in tile_windows(w, self.tile, self.overlap):
+                part = model(x[..., y0:y1, x0:x1], None if t is None else t[..., y0:y1, x0:x1]).alpha
+                alpha[..., ky0:ky1, kx0:kx1] = part[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+        return alpha
 
     def _alpha(self, image, trimap):
         rgb = to_rgb_array(image)
@@ -278,7 +325,9 @@ def add_arguments(parser):
     parser.add_argument("--refine-rule", type=float, nargs=3, metavar=("LOW", "HIGH", "WIDTH"),
                         help=f"unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side (default {LOW} {HIGH} {WIDTH})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    parser.add_argument("--max-side", type=int, metavar="N", help="run the model on a copy whose longer side is at most N pixels and upsample the alpha (saves memory on large photos)")
+    parser.add_argument("--max-side", type=int, metavar="N", help="run the model on a copy whose longer side is at most N pixels and upsample the alpha")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="N", help=f"run photos with a side over N px in overlapping N px tiles to bound memory (default {DEFAULT_TILE}; 0: always whole)")
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N", help=f"overlap of neighbouring tiles in px (default {DEFAULT_OVERLAP})")
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_const", dest="precision", const="fp16", help="float16 autocast (CUDA)")
     precision.add_argument("--bf16", action="store_const", dest="precision", const="bf16", help="bfloat16 autocast (CUDA or CPU)")
@@ -316,7 +365,7 @@ def run(args):
     background = parse_background(args.background or "white") if "composite" in kinds else None
     inputs = collect_inputs(args.inputs)
     predictor = Predictor(args.model, device=args.device, precision=args.precision or "fp32", max_side=args.max_side,
-                          refine=args.refine, refine_rule=args.refine_rule)
+                          tile=args.tile or None, overlap=args.overlap, refine=args.refine, refine_rule=args.refine_rule)
     if predictor.needs_trimap and args.trimap is None:
         raise PpidError(f"{args.model}: is a teacher (trimap-based) model; pass --trimap FILE|DIR")
     if not predictor.needs_trimap and args.trimap is not None:
@@ -341,7 +390,7 @@ def run(args):
             bar.write(f"ppid predict: error: {err}", file=sys.stderr)
         except torch.cuda.OutOfMemoryError:
             failed += 1
-            bar.write(f"ppid predict: error: {path}: out of memory; try --max-side 2048 or --bf16", file=sys.stderr)
+            bar.write(f"ppid predict: error: {path}: out of memory; try --tile 512 or --bf16", file=sys.stderr)
     seconds = time.perf_counter() - start
     done = len(inputs) - failed
     print(f"ppid predict: {done} of {len(inputs)} images in {seconds:.1f} s ({done / max(seconds, 1e-9):.2f} img/s) -> {args.out}", file=sys.stderr)

@@ -41,10 +41,14 @@ def check_refiner(model, path):
         raise PpidError(f"{path}: --refine needs a trimap-based teacher, got a {model.role}")
 
 
-def refine(student, teacher, image, low=LOW, high=HIGH, width=WIDTH):
+def _whole(model, image, trimap):
+    return model(image, trimap).alpha.float()
+
+
+def refine(student, teacher, image, low=LOW, high=HIGH, width=WIDTH, run=_whole):
     """(refined alpha, derived trimap, student alpha), each (N, 1, H, W) float32, for image
-    (N, 3, H, W). Call under torch.inference_mode() (and autocast if wanted)."""
-    student_alpha = student(image).alpha.float()
+    (N, 3, H, W). `run(model, image, trimap)` gives a model's alpha (the Predictor's runs in tiles).
+    Call under torch.inference_mode() (and autocast if wanted)."""
+    student_alpha = run(student, image, None)
     trimap = trimap_from_alpha(student_alpha, low, high, width)
-    alpha = teacher(image, trimap).alpha.float()
-    return clamp_to_trimap(alpha, trimap), trimap, student_alpha
+    return clamp_to_trimap(run(teacher, image, trimap), trimap), trimap, student_alpha

@@ -84,6 +84,26 @@ class MobileNetV2Encoder(nn.Module):
         self.features = nn.Sequential(*layers)
 
 
+def softmax_over_positions(idx_de):
+    """Softmax over dim 1 (the four positions of each 2x2 cell) of a (N, 4, C, h, w) tensor.
+
+    ONNX Runtime runs Softmax on a non-last axis by transposing the whole tensor there and back
+    (40% of the exported network's CPU time at 512x512), so the exported graph spells it out as
+    exp / sum, which needs no max subtraction because idx_de is a sigmoid in (0, 1). Eager PyTorch
+    keeps its fused softmax (3x faster than exp / sum there)."""
+    if torch.onnx.is_in_onnx_export():
+        e = idx_de.exp()
+        return e / e.sum(dim=1, keepdim=True)
+    return torch.softmax(idx_de, dim=1)
+
+
+def positions_to_pixels(cells):
+    """(N, 4, C, h, w) values per 2x2-cell position p = 2i + j -> (N, C, 2h, 2w) with position p
+    at pixel (2y + i, 2x + j): pixel_shuffle's layout, in one copy instead of its two (a transpose
+    to channel-major, then the shuffle), which halves its eager time."""
+    return cells.unflatten(1, (2, 2)).permute(0, 3, 4, 1, 5, 2).flatten(4, 5).flatten(2, 3)
+
+
 class IndexBlock(nn.Module):
     """Depthwise M2O index block with nonlinearity and context (4x4 kernels).
 
@@ -98,13 +118,11 @@ class IndexBlock(nn.Module):
 
     def forward(self, x):
         c = x.shape[1]
-        logits = self.proj(F.relu6(self.bn(self.conv(x))))  # (N, 4C, h/2, w/2), position-major
-        idx_de = torch.sigmoid(logits).unflatten(1, (4, c))
-        idx_en = torch.softmax(idx_de, dim=1)  # over the four positions of each 2x2 cell
-        # (N, 4, C, h, w) -> channel c*4 + position, which pixel_shuffle puts at that position
-        idx_en, idx_de = (F.pixel_shuffle(i.transpose(1, 2).flatten(1, 2), 2) for i in (idx_en, idx_de))
-        weighted = idx_en * x
-        return weighted, 4 * F.avg_pool2d(weighted, 2), idx_de
+        # (N, 4C, h/2, w/2) position-major logits -> (N, 4, C, h/2, w/2); no full-resolution map
+        # is bound to a name longer than it is needed (inference peaks in this block at /1)
+        idx_de = torch.sigmoid(self.proj(F.relu6(self.bn(self.conv(x))))).unflatten(1, (4, c))
+        weighted = positions_to_pixels(softmax_over_positions(idx_de)) * x
+        return weighted, 4 * F.avg_pool2d(weighted, 2), positions_to_pixels(idx_de)
 
 
 class ASPP(nn.Module):
@@ -142,9 +160,10 @@ class IndexedUpsampling(nn.Module):
         self.conv = conv_bn_relu6(c_in, c_out, 5)
 
     def forward(self, y, skip, idx_de=None):
-        if idx_de is not None:
-            y = idx_de * F.interpolate(y, size=skip.shape[-2:], mode="nearest")
-        return self.conv(torch.cat([y, skip], dim=1))
+        if idx_de is None:
+            return self.conv(torch.cat([y, skip], dim=1))
+        # unpooled y lives only inside the concatenation (at /1 it is as large as the skip)
+        return self.conv(torch.cat([idx_de * F.interpolate(y, size=skip.shape[-2:], mode="nearest"), skip], dim=1))
 
 
 class IndexNet(MattingNet):

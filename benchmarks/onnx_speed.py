@@ -1,0 +1,175 @@
+"""CPU inference speed: eager PyTorch against ONNX Runtime (fp32 and int8), and the int8 accuracy cost.
+
+    python benchmarks/onnx_speed.py --out results/onnx_speed.json
+    python benchmarks/onnx_speed.py --model student.safetensors --testset DIR --out results/onnx_speed.json
+
+One IndexNet student (`--model`, or a freshly built one with seed 0: speed does not depend on the
+weights) at --size x --size, batch 1, --threads threads for both PyTorch and onnxruntime. Variants:
+- eager: `model(image)` under torch.inference_mode (what the issue measured);
+- onnx_softmax_graph: `ppid export`'s graph before it spelled the index blocks' softmax out as
+  exp / sum (a Softmax node on a non-last axis), onnxruntime's default session;
+- onnx_fp32_default: today's `ppid export` graph, `onnxruntime.InferenceSession(path)`;
+- onnx_fp32: the same graph through `ppid.export.inference_session` (ORT_ENABLE_ALL, sequential,
+  --threads intra-op threads);
+- onnx_fp32_no_spinning: that session with intra-op thread spinning off (a shared machine);
+- onnx_int8: `ppid export --int8` (static QDQ quantisation, calibrated on synthetic composites).
+Every repeat runs each variant once, in turn (interleaved), so a change in the machine's load hits
+them all alike; the JSON keeps every time, the median and its ratio to eager's median.
+
+With --testset (a folder built by `ppid data build-testset`), eager, onnx_fp32 and onnx_int8 alphas
+of every composite are scored against the ground truth (whole-image SAD, sum |p - g| / 1000, the
+`ppid evaluate` protocol) and compared with eager's alpha (mean and max |difference|).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+import ppid.models.indexnet as indexnet
+from ppid.export import calibration_feeds, export_onnx, inference_session, quantize_int8
+from ppid.io import atomic_path, list_images, read_alpha, read_image
+from ppid.metrics import sad
+from ppid.models import build, load_model
+
+
+@contextlib.contextmanager
+def softmax_node_graph():
+    """Export as before the exp / sum rewrite: the index blocks' softmax as one Softmax node."""
+    rewritten = indexnet.softmax_over_positions
+    indexnet.softmax_over_positions = lambda idx_de: torch.softmax(idx_de, dim=1)
+    try:
+        yield
+    finally:
+        indexnet.softmax_over_positions = rewritten
+
+
+def export_variants(model, folder):
+    """ONNX files: {'softmax_graph', 'fp32', 'int8'} -> path."""
+    paths = {name: folder / f"{name}.onnx" for name in ("softmax_graph", "fp32", "int8")}
+    with softmax_node_graph():
+        export_onnx(model, paths["softmax_graph"])
+    export_onnx(model, paths["fp32"])
+    t0 = time.perf_counter()
+    quantize_int8(paths["fp32"], paths["int8"], calibration_feeds(teacher=False))
+    print(f"int8 quantisation: {time.perf_counter() - t0:.0f} s", flush=True)
+    return paths
+
+
+def no_spinning_session(path, threads):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def runners(model, paths, threads):
+    """Variant name -> function(image NumPy (1, 3, H, W)) -> alpha NumPy (1, 1, H, W)."""
+    def eager(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).alpha.numpy()
+
+    def onnx(session):
+        return lambda x: session.run(["alpha"], {"image": x})[0]
+
+    return {
+        "eager": eager,
+        "onnx_softmax_graph": onnx(ort.InferenceSession(str(paths["softmax_graph"]), providers=["CPUExecutionProvider"])),
+        "onnx_fp32_default": onnx(ort.InferenceSession(str(paths["fp32"]), providers=["CPUExecutionProvider"])),
+        "onnx_fp32": onnx(inference_session(paths["fp32"], threads)),
+        "onnx_fp32_no_spinning": onnx(no_spinning_session(paths["fp32"], threads)),
+        "onnx_int8": onnx(inference_session(paths["int8"], threads)),
+    }
+
+
+def time_interleaved(run, size, warmup, repeats):
+    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    for _ in range(warmup):
+        for fn in run.values():
+            fn(x)
+    times = {name: [] for name in run}
+    for r in range(repeats):
+        for name, fn in run.items():
+            t0 = time.perf_counter()
+            fn(x)
+            times[name].append(1000 * (time.perf_counter() - t0))
+        print(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in times.items()), flush=True)
+    eager = statistics.median(times["eager"])
+    return {name: {"ms_median": round(statistics.median(t), 1), "speedup_vs_eager": round(eager / statistics.median(t), 3),
+                   "ms_all": [round(v, 1) for v in t]} for name, t in times.items()}
+
+
+def score_testset(run, folder, names=("eager", "onnx_fp32", "onnx_int8")):
+    """Mean whole-image SAD per variant over the test set, and mean / max |alpha - eager alpha|."""
+    folder = Path(folder)
+    images, alphas = list_images(folder / "merged"), list_images(folder / "alpha")
+    sads = {name: [] for name in names}
+    diffs = {name: [] for name in names[1:]}
+    for stem, path in images.items():
+        x = read_image(path).transpose(2, 0, 1)[None].copy()
+        gt = read_alpha(alphas[stem])
+        preds = {name: run[name](x)[0, 0] for name in names}
+        for name in names:
+            sads[name].append(sad(preds[name], gt))
+        for name in names[1:]:
+            diffs[name].append(np.abs(preds[name] - preds["eager"]))
+    result = {"images": len(images), "sad_mean": {k: round(float(np.mean(v)), 4) for k, v in sads.items()}}
+    result["sad_change_vs_eager_pct"] = {k: round(100 * (result["sad_mean"][k] / result["sad_mean"]["eager"] - 1), 3) for k in names[1:]}
+    result["alpha_vs_eager"] = {k: {"mean_abs": float(np.mean([d.mean() for d in v])), "max_abs": float(max(d.max() for d in v))}
+                                for k, v in diffs.items()}
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--model", help="IndexNet student weights (default: a freshly built one, seed 0)")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch and onnxruntime intra-op threads (default 2)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--testset", help="a built test set to score eager, fp32 and int8 alphas on")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    if args.model:
+        model = load_model(args.model)
+    else:
+        torch.manual_seed(0)
+        model = build("indexnet", "student").eval()
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = runners(model, export_variants(model, Path(tmp)), args.threads)
+        timings = time_interleaved(run, args.size, args.warmup, args.repeats)
+        accuracy = score_testset(run, args.testset) if args.testset else None
+    result = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "torch": torch.__version__, "onnxruntime": ort.__version__,
+                    "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]}},
+        "settings": {"model": args.model or "indexnet student, untrained (seed 0)", "size": args.size, "batch": 1,
+                     "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats, "testset": args.testset},
+        "timings": timings,
+        "testset_accuracy": accuracy,
+    }
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: (v["ms_median"], v["speedup_vs_eager"]) for k, v in timings.items()}))
+    if accuracy:
+        print(json.dumps({k: accuracy[k] for k in ("sad_mean", "sad_change_vs_eager_pct")}))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
