@@ -216,3 +216,14 @@ def list_images(folder):
                 raise PpidError(f"{folder}: two images share the name {p.stem!r} ({found[p.stem].name}, {p.name})")
             found[p.stem] = p
     return found
+
+
+def sha256_file(path):
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

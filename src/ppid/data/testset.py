@@ -18,7 +18,6 @@ Output::
     checksums.txt          sha256 of every file above, sorted (`sha256sum -c checksums.txt` works)
 """
 
-import hashlib
 import math
 import shutil
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .. import PpidError
-from ..io import atomic_path, list_images, read_alpha, read_image, to_uint8, write_image
+from ..io import atomic_path, list_images, read_alpha, read_image, sha256_file, to_uint8, write_image
 from ..progress import progress
 from .compose import composite, test_trimap
 from .datasets import read_split, resolve_list
@@ -48,14 +47,6 @@ def _ordered(folder, list_path, what):
     if list_path is not None:
         return resolve_list(list_path, folder, what)
     return list(list_images(folder).values())
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _copy(src, dst):
@@ -122,7 +113,7 @@ def build_testset(fg_dir, alpha_dir, bg_dir, per_fg, out, split=None, bg_list=No
 
     written = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "checksums.txt")
     with atomic_path(out / "checksums.txt") as tmp:
-        tmp.write_text("".join(f"{_sha256(p)}  {p.relative_to(out).as_posix()}\n" for p in written))
+        tmp.write_text("".join(f"{sha256_file(p)}  {p.relative_to(out).as_posix()}\n" for p in written))
     n = len(foregrounds) * per_fg
     print(f"wrote {n} composites ({len(foregrounds)} foregrounds x {per_fg} of {len(backgrounds)} backgrounds)"
           f"{' with groups' if split_lines else ''} to {out}")

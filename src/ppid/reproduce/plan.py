@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from .. import PpidError
 from ..config import load_config, validate
-from ..io import atomic_path
+from ..io import atomic_path, sha256_file
 
 FAMILIES = ("indexnet", "gca", "dim")  # cheapest first: partial plans finish whole families
 TABLES = (1, 3, 4, 6)
@@ -319,17 +319,9 @@ def evaluate_run(run, root, outcome):
         "seed": run.seed,
         "selection": f"val-best (step {best['step']}, val SAD {best['SAD']:.4f})" if best else "last",
         "selected_step": best["step"] if best else run.config["optim"]["iterations"],
-        "weights_sha256": _sha256(weights),
-        "teacher_sha256": _sha256(Path(root) / run.teacher / "model_best.safetensors") if run.teacher else None,
+        "weights_sha256": sha256_file(weights),
+        "teacher_sha256": sha256_file(Path(root) / run.teacher / "model_best.safetensors") if run.teacher else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "config": run.config,
         "test": summary,
     }
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
