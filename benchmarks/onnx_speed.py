@@ -10,11 +10,15 @@ weights) at --size x --size, batch 1, --threads threads for both PyTorch and onn
   exp / sum (a Softmax node on a non-last axis), onnxruntime's default session;
 - onnx_fp32_default: today's `ppid export` graph, `onnxruntime.InferenceSession(path)`;
 - onnx_fp32: the same graph through `ppid.export.inference_session` (ORT_ENABLE_ALL, sequential,
-  --threads intra-op threads);
-- onnx_fp32_no_spinning: that session with intra-op thread spinning off (a shared machine);
-- onnx_int8: `ppid export --int8` (static QDQ quantisation, calibrated on synthetic composites).
+  --threads intra-op threads that do not spin while waiting);
+- onnx_int8: `ppid export --int8` (static QDQ quantisation, calibrated on synthetic composites),
+  through `inference_session`;
+- eager_1thread, onnx_fp32_1thread: eager and onnx_fp32 on one thread, the comparison least
+  disturbed by other work on a shared CPU (two threads wait for each other when either is
+  preempted).
 Every repeat runs each variant once, in turn (interleaved), so a change in the machine's load hits
-them all alike; the JSON keeps every time, the median and its ratio to eager's median.
+them all alike; the JSON keeps every time, the median and its ratio to eager's median (the
+one-thread variants: to eager_1thread's).
 
 With --testset (a folder built by `ppid data build-testset`), eager, onnx_fp32 and onnx_int8 alphas
 of every composite are scored against the ground truth (whole-image SAD, sum |p - g| / 1000, the
@@ -66,29 +70,26 @@ def export_variants(model, folder):
     return paths
 
 
-def no_spinning_session(path, threads):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def runners(model, paths, threads):
     """Variant name -> function(image NumPy (1, 3, H, W)) -> alpha NumPy (1, 1, H, W)."""
-    def eager(x):
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).alpha.numpy()
+    def eager(n_threads):
+        def run(x):
+            torch.set_num_threads(n_threads)
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).alpha.numpy()
+        return run
 
     def onnx(session):
         return lambda x: session.run(["alpha"], {"image": x})[0]
 
     return {
-        "eager": eager,
+        "eager": eager(threads),
         "onnx_softmax_graph": onnx(ort.InferenceSession(str(paths["softmax_graph"]), providers=["CPUExecutionProvider"])),
         "onnx_fp32_default": onnx(ort.InferenceSession(str(paths["fp32"]), providers=["CPUExecutionProvider"])),
         "onnx_fp32": onnx(inference_session(paths["fp32"], threads)),
-        "onnx_fp32_no_spinning": onnx(no_spinning_session(paths["fp32"], threads)),
         "onnx_int8": onnx(inference_session(paths["int8"], threads)),
+        "eager_1thread": eager(1),
+        "onnx_fp32_1thread": onnx(inference_session(paths["fp32"], 1)),
     }
 
 
@@ -104,9 +105,13 @@ def time_interleaved(run, size, warmup, repeats):
             fn(x)
             times[name].append(1000 * (time.perf_counter() - t0))
         print(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in times.items()), flush=True)
-    eager = statistics.median(times["eager"])
-    return {name: {"ms_median": round(statistics.median(t), 1), "speedup_vs_eager": round(eager / statistics.median(t), 3),
-                   "ms_all": [round(v, 1) for v in t]} for name, t in times.items()}
+    medians = {name: statistics.median(t) for name, t in times.items()}
+
+    def eager_of(name):  # one-thread variants against one-thread eager
+        return "eager_1thread" if name.endswith("_1thread") else "eager"
+
+    return {name: {"ms_median": round(medians[name], 1), "speedup_vs_eager": round(medians[eager_of(name)] / medians[name], 3),
+                   "against": eager_of(name), "ms_all": [round(v, 1) for v in t]} for name, t in times.items()}
 
 
 def score_testset(run, folder, names=("eager", "onnx_fp32", "onnx_int8")):
@@ -141,7 +146,6 @@ def main(argv=None):
     parser.add_argument("--testset", help="a built test set to score eager, fp32 and int8 alphas on")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
     if args.model:
         model = load_model(args.model)
     else:

@@ -57,3 +57,34 @@ def test_bad_model_file_is_a_clear_error(tmp_path, capsys):
     assert main(["export", "--model", str(bad), "--onnx", str(tmp_path / "x.onnx")]) == 2
     assert "bad.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_int8_export_is_quantised_and_close(student, tmp_path, capsys, monkeypatch):
+    import onnx
+
+    import ppid.export as export
+
+    monkeypatch.setattr(export, "CALIBRATION_COUNT", 2)  # calibration cost, not its quality, is what a test can afford
+    monkeypatch.setattr(export, "CALIBRATION_SIZE", 64)
+    path = tmp_path / "student_int8.onnx"
+    assert main(["export", "--model", str(student), "--onnx", str(path), "--int8"]) == 0
+    out = capsys.readouterr().out
+    assert "int8" in out and "tolerance on the mean" in out
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert path.stat().st_size < 0.35 * student.stat().st_size  # int8 weights, not float32
+
+    from ppid.models import load_model
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = load_model(student)(image).alpha.numpy()
+    got = session.run(["alpha"], {"image": image.numpy()})[0]
+    assert got.shape == ref.shape and np.abs(got - ref).mean() <= export.INT8_MEAN_TOLERANCE
+
+
+def test_fp16_and_int8_exclude_each_other(student, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", str(student), "--onnx", str(tmp_path / "x.onnx"), "--fp16", "--int8"])
+    assert exit_info.value.code == 2 and "not allowed with" in capsys.readouterr().err

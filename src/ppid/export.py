@@ -77,12 +77,14 @@ def export_onnx(model, path, opset=DEFAULT_OPSET, fp16=False):
 def inference_session(path, threads=None):
     """An onnxruntime CPU session: every graph optimisation (ORT_ENABLE_ALL: fusions and the
     blocked NCHWc convolution layout), sequential execution, `threads` intra-op threads (default:
-    onnxruntime's, one per physical core). benchmarks/onnx_speed.py measures the alternatives."""
+    onnxruntime's, one per physical core) that sleep rather than spin while they wait: on a CPU
+    shared with other work spinning cost 1.2x at 512x512 (benchmarks/onnx_speed.py)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
