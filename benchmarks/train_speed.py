@@ -20,7 +20,7 @@ import torch
 
 from ppid.config import load_config
 from ppid.models import build
-from ppid.train import Objective, autocast_dtype
+from ppid.train import autocast_dtype, forward_losses, make_objective
 
 
 def batches(args, device):
@@ -46,11 +46,7 @@ def time_mode(mode, args, device, amp):
     torch.manual_seed(0)
     model = build(args.family, "teacher" if mode == "teacher" else "student", cross_layer=mode == "ppid").to(device)
     teacher = build(args.family, "teacher").to(device).eval().requires_grad_(False) if mode == "ppid" else None
-    channels = None
-    if teacher is not None:
-        with torch.no_grad():
-            channels = [f.shape[1] for f in teacher(torch.zeros(1, 3, 64, 64, device=device), torch.zeros(1, 1, 64, 64, device=device)).enc]
-    objective = Objective(model, cfg, channels).to(device)
+    objective = make_objective(model, cfg, teacher).to(device)
     cuda = device.type == "cuda"
     if cuda:
         objective = objective.to(memory_format=torch.channels_last)
@@ -66,12 +62,7 @@ def time_mode(mode, args, device, amp):
         batch = next(source)
         if cuda:
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            t_out = None
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(batch["image"], batch["trimap"])
-            terms, _ = objective(batch, t_out)
+        terms, _, _ = forward_losses(objective, teacher, batch, amp)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()

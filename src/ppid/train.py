@@ -250,6 +250,30 @@ class Objective(nn.Module):
         return terms, out
 
 
+def make_objective(model, cfg, teacher=None):
+    """The Objective for `model`; with a teacher, sized from the teacher's output on a 64 px probe
+    (its encoder widths for CLSD, its taps for cross-family adapters)."""
+    enc_channels = teacher_probe = None
+    if teacher is not None:
+        device = next(teacher.parameters()).device
+        with torch.no_grad():
+            teacher_probe = teacher(torch.zeros(1, 3, 64, 64, device=device), torch.full((1, 1, 64, 64), 0.5, device=device))
+        enc_channels = [f.shape[1] for f in teacher_probe.enc]
+    return Objective(model, cfg, enc_channels, teacher_probe)
+
+
+def forward_losses(objective, teacher, batch, amp):
+    """One training forward pass under autocast: the frozen teacher without gradients, then the
+    objective (plain or DDP-wrapped). Returns (loss terms, student output, teacher output or None)."""
+    with torch.autocast(batch["image"].device.type, dtype=amp, enabled=amp is not None):
+        teacher_out = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_out = teacher(batch["image"], batch["trimap"])
+        terms, out = objective(batch, teacher_out)
+    return terms, out, teacher_out
+
+
 def autocast_dtype(amp, device):
     """The autocast dtype for train.amp on this device, or None for float32. On the CPU only bf16,
     and only where the CPU has native bf16 (AVX512-BF16 / AMX): elsewhere it emulates and is slower."""
@@ -436,13 +460,7 @@ def _train(cfg, resume, stop, on_exit):
         print(f"note: train.amp={t_cfg['amp']} is not used on this {device.type} (no native support); training in float32")
 
     model, teacher = build_models(cfg, device)
-    enc_channels = teacher_probe = None
-    if teacher is not None:
-        probe = torch.zeros(1, 3, 64, 64, device=device)
-        with torch.no_grad():
-            teacher_probe = teacher(probe, torch.full((1, 1, 64, 64), 0.5, device=device))
-        enc_channels = [f.shape[1] for f in teacher_probe.enc]
-    objective = Objective(model, cfg, enc_channels, teacher_probe).to(device)
+    objective = make_objective(model, cfg, teacher).to(device)
     if use_cuda and t_cfg["channels_last"]:
         objective = objective.to(memory_format=torch.channels_last)
         if teacher is not None:
@@ -512,12 +530,7 @@ def _train(cfg, resume, stop, on_exit):
         objective.train()
         if use_cuda and t_cfg["channels_last"]:
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            teacher_out = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_out = teacher(batch["image"], batch["trimap"])
-            terms, out = trained(batch, teacher_out)
+        terms, out, teacher_out = forward_losses(trained, teacher, batch, amp)
         loss = terms["total"]
         finite = torch.isfinite(loss)
         if world > 1:  # every rank skips together, or DDP would desynchronise

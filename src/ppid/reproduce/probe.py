@@ -14,7 +14,7 @@ import torch
 
 from ..metrics import metrics_by_region
 from ..models import build
-from ..train import Objective, autocast_dtype
+from ..train import autocast_dtype, forward_losses, make_objective
 
 
 def _device(settings):
@@ -43,22 +43,13 @@ def time_training(run, settings, steps=3):
         "trimap": torch.randint(0, 3, (n, 1, s, s), generator=g).float() / 2,
     }
     batch = {k: v.to(device) for k, v in batch.items()}
-    channels = None
-    if teacher is not None:
-        with torch.no_grad():
-            channels = [f.shape[1] for f in teacher(batch["image"][:1], batch["trimap"][:1]).enc]
-    objective = Objective(model.to(device), cfg, channels).to(device)
+    objective = make_objective(model.to(device), cfg, teacher).to(device)
     optimizer = torch.optim.SGD(objective.parameters(), lr=1e-4, momentum=0.9)
     times = []
     for _ in range(steps + 1):
         _sync(device)
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            t_out = None
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(batch["image"], batch["trimap"])
-            terms, _ = objective(batch, t_out)
+        terms, _, _ = forward_losses(objective, teacher, batch, amp)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimizer.step()
