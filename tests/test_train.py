@@ -25,7 +25,7 @@ from PIL import Image
 from ppid import PpidError
 from ppid.config import BUILTIN, load_config, parse_set
 from ppid.models import build, save_model
-from ppid.train import Objective, TrainingInterrupted, build_models, load_checkpoint, resume_command, train
+from ppid.train import Objective, TrainingInterrupted, build_models, config_changes, load_checkpoint, resume_command, train
 
 CONFIGS = sorted(BUILTIN.glob("*.yaml"))
 
@@ -660,3 +660,15 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(synth_data,
     for child in leftover:
         child.kill()  # so that a failure here does not hang the test session at exit
     assert leftover == []
+
+
+def test_resume_warning_names_the_changed_config_keys():
+    old = load_config("indexnet_ppid")
+    new = load_config("indexnet_ppid", parse_set(["optim.lr=0.02", "train.log_every=7"]))
+    del old["distill"]["cross_family"]  # a key added after the checkpoint was written
+    assert config_changes(old, new) == [
+        "distill.cross_family ('<absent>' -> False)",
+        f"optim.lr ({old['optim']['lr']!r} -> 0.02)",
+        f"train.log_every ({old['train']['log_every']!r} -> 7)",
+    ]
+    assert config_changes(new, new) == []

@@ -274,6 +274,18 @@ def forward_losses(objective, teacher, batch, amp):
     return terms, out, teacher_out
 
 
+def config_changes(old, new, prefix=""):
+    """Dotted keys whose values differ between two nested configs (present in one only included)."""
+    changed = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return changed
+
+
 def autocast_dtype(amp, device):
     """The autocast dtype for train.amp on this device, or None for float32. On the CPU only bf16,
     and only where the CPU has native bf16 (AVX512-BF16 / AMX): elsewhere it emulates and is slower."""
@@ -482,8 +494,9 @@ def _train(cfg, resume, stop, on_exit):
         if use_cuda and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
         gen_state = ckpt["rng"].get("batch")
-        if ckpt["config"] != cfg and is_main:
-            print("warning: resuming with a config that differs from the checkpoint's")
+        changed = config_changes(ckpt["config"], cfg)
+        if changed and is_main:
+            print(f"warning: resuming with a config that differs from the checkpoint's: {', '.join(changed)}")
 
     trained = objective
     if world > 1:
