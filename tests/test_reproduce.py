@@ -37,6 +37,16 @@ def test_plan_order_table1_first_then_ablations_and_shared_runs():
     assert runs[1].config["mode"] == "student" and runs[1].teacher is None
 
 
+def test_calibration_runs_follow_the_first_familys_table1_seeds():
+    from ppid.reproduce.calibrate import with_calibration
+
+    runs, _, data = make_plan((1, 3), ("indexnet", "gca"), (0, 1), "smoke")
+    names = _names(with_calibration(runs, data))
+    assert names[5:7] == ["indexnet/ppid-softmax/0", "indexnet/ppid-positions/0"]  # after both seeds' pairs
+    assert names[7] == "gca/teacher/0"
+    assert len(names) == len(runs) + 2
+
+
 def test_table5_weights_per_family():
     runs, _, _ = make_plan((1,), ("dim", "gca"), (0,), "smoke")
     weights = {r.family: (r.config["distill"]["alpha"], r.config["distill"]["beta"]) for r in runs if r.variant == "ppid"}

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .. import PpidError
-from .calibrate import calibration_runs, write_calibration
+from .calibrate import calibration_runs, with_calibration, write_calibration
 from .plan import BUDGETS, FAMILIES, TABLES, adopt, execute, make_plan, prepare_data, status
 
 GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
@@ -55,9 +55,7 @@ def run(args):
     def plan(iterations):
         runs, settings, data = make_plan(tables, families, seeds, args.budget, iterations, args.synth_version)
         if args.calibrate_ald:
-            extra = calibration_runs(runs, data)[1:]
-            at = next((i for i, r in enumerate(runs) if r.variant == "ppid" and r.seed == 0), len(runs)) + 1
-            runs = runs[:at] + extra + runs[at:]
+            runs = with_calibration(runs, data)
         return runs, settings, data
 
     runs, settings, data = plan(args.iterations)

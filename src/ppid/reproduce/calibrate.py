@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..distill.ald import NORMS
 from ..io import atomic_path
-from .plan import Run, run_hash
+from .plan import TABLE_VARIANTS, Run, run_hash
 
 
 def calibration_runs(runs, data):
@@ -32,6 +32,18 @@ def calibration_runs(runs, data):
         teacher = next(r for r in runs if r.folder == base.teacher)
         extra.append(Run(base.family, f"ppid-{norm}", 0, cfg, run_hash(cfg, data, teacher.hash), base.teacher))
     return [base] + extra
+
+
+def with_calibration(runs, data):
+    """The plan with the calibration runs after the first family's Table 1 students of every seed:
+    paired Table 1 results (mean and spread) come before the readings' comparison."""
+    extra = calibration_runs(runs, data)[1:]
+    if not extra:
+        return runs
+    family = extra[0].family
+    table1 = set(TABLE_VARIANTS[1])
+    at = max(i for i, r in enumerate(runs) if r.family == family and (r.variant in table1 or r.variant == "teacher")) + 1
+    return runs[:at] + extra + runs[at:]
 
 
 def _log(folder):
