@@ -2,7 +2,9 @@
 
 The refine rule (ppid.refine.trimap_from_alpha: LOW < alpha < HIGH grown by WIDTH x the shorter
 side) is chosen on the validation set, by whole-image SAD of student -> teacher, per student; the
-test set is then read once with that rule. Writes refine.json and refine.md into --out.
+test set is then read once with that rule. A control row separates the teacher's contribution from
+the rule's: the student's own alpha clamped to the trimap derived from it (0 / 1 outside the band,
+no teacher), its rule also chosen on the validation set. Writes refine.json and refine.md into --out.
 
     python experiments/refine_table.py --teacher T.safetensors --student baseline=B.safetensors \
         --student ppid=P.safetensors --val data/val --test data/test --out results/refine/x
@@ -23,9 +25,34 @@ from ppid.io import atomic_path
 from ppid.models import load_model
 from ppid.refine import HIGH, LOW, WIDTH
 
-THRESHOLDS = [(0.01, 0.99), (LOW, HIGH), (0.15, 0.85)]
-WIDTHS = [0.0, 0.005, WIDTH, 0.02, 0.04]  # 0.0: one pixel (the rule's minimum)
+THRESHOLDS = [(0.01, 0.99), (LOW, HIGH), (0.15, 0.85), (0.25, 0.75), (0.35, 0.65)]
+WIDTHS = [0.0, WIDTH, 0.02, 0.04]  # 0.0: one pixel (the rule's minimum)
 GROUPS = ("transparent", "non-transparent", "all")
+
+
+class OwnAlpha(torch.nn.Module):
+    """The control's "refiner": the student itself, ignoring the trimap, so that refine() only
+    clamps the student's alpha to the trimap derived from it."""
+
+    role = "teacher"
+
+    def __init__(self, student):
+        super().__init__()
+        self.student = student
+
+    def forward(self, image, trimap):
+        return self.student(image)
+
+
+def choose_rule(student, refiner, val, device, label):
+    """(chosen rule, sweep): the rule with the lowest validation whole-image SAD."""
+    sweep = []
+    for (low, high), width in itertools.product(THRESHOLDS, WIDTHS):
+        rule = {"low": low, "high": high, "width": width}
+        sad = sads(evaluate_model(student, val, device, refiner=refiner, rule=rule))["all"]
+        sweep.append({"rule": rule, "val_sad": sad})
+        print(f"{label}: val rule {rule}: SAD {sad:.3f}", flush=True)
+    return min(sweep, key=lambda r: r["val_sad"])["rule"], sweep
 
 
 def sads(summary, region="whole"):
@@ -64,24 +91,27 @@ def main():
     for spec in args.student:
         label, _, path = spec.partition("=")
         student = load_model(Path(path), device=device)
-        sweep = []
-        for (low, high), width in itertools.product(THRESHOLDS, WIDTHS):
-            rule = {"low": low, "high": high, "width": width}
-            sad = sads(evaluate_model(student, val, device, refiner=teacher, rule=rule))["all"]
-            sweep.append({"rule": rule, "val_sad": sad})
-            print(f"{label}: val rule {rule}: SAD {sad:.3f}", flush=True)
-        chosen = min(sweep, key=lambda r: r["val_sad"])["rule"]
+        chosen, sweep = choose_rule(student, teacher, val, device, label)
+        control_rule, control_sweep = choose_rule(student, OwnAlpha(student), val, device, f"{label} (control)")
         alone = evaluate_model(student, test, device)
         refined = evaluate_model(student, test, device, refiner=teacher, rule=chosen)
-        rows = {"student": sads(alone), "refined": sads(refined), "teacher": doc["teacher_true_trimap"]["whole"]}
+        control = evaluate_model(student, test, device, refiner=OwnAlpha(student), rule=control_rule)
+        rows = {"student": sads(alone), "refined": sads(refined), "clamped_only": sads(control),
+                "teacher": doc["teacher_true_trimap"]["whole"]}
         doc["students"][label] = {
             "weights": relative_to_folder(Path(path), args.out),
             "val_sweep": sweep,
             "rule": chosen,
+            "control_val_sweep": control_sweep,
+            "control_rule": control_rule,
             "val_student_alone": sads(evaluate_model(student, val, device))["all"],
             "test_whole": rows,
-            "test_transition": {"student": sads(alone, "transition"), "refined": sads(refined, "transition")},
-            "gap_closed_whole": {g: gap_closed(rows["student"][g], rows["refined"][g], rows["teacher"][g]) for g in GROUPS},
+            "test_transition": {"student": sads(alone, "transition"), "refined": sads(refined, "transition"),
+                                "clamped_only": sads(control, "transition")},
+            "gap_closed_whole": {
+                key: {g: gap_closed(rows["student"][g], rows[key][g], rows["teacher"][g]) for g in GROUPS}
+                for key in ("refined", "clamped_only")
+            },
         }
     doc["wall_s"] = round(time.time() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -93,18 +123,27 @@ def main():
     return 0
 
 
+def rule_text(r):
+    return f"low {r['low']}, high {r['high']}, width {r['width']}"
+
+
 def markdown(doc):
-    lines = ["Whole-image SAD (sum / 1000) on the test set; refine rule chosen on the validation set.", "",
+    """The table: each student alone, clamped only (control), refined, and the gap closed by both."""
+    lines = ["Whole-image SAD (sum / 1000) on the test set; each rule chosen on the validation set.", "",
              "| row | transparent | non-transparent | whole |", "|---|---|---|---|"]
-    t = doc["teacher_true_trimap"]["whole"]
+
+    def row(name, values, fmt):
+        lines.append(f"| {name} | " + " | ".join(fmt(values[g]) for g in GROUPS) + " |")
+
     for label, s in doc["students"].items():
-        r = s["rule"]
-        rule = f"low {r['low']}, high {r['high']}, width {r['width']}"
-        for name, key in ((f"{label} alone", "student"), (f"{label} -> teacher ({rule})", "refined")):
-            lines.append(f"| {name} | " + " | ".join(f"{s['test_whole'][key][g]:.2f}" for g in GROUPS) + " |")
-        closed = s["gap_closed_whole"]
-        lines.append(f"| {label}: gap closed | " + " | ".join("n/a" if closed[g] is None else f"{100 * closed[g]:.0f}%" for g in GROUPS) + " |")
-    lines.append("| teacher, true trimap (upper bound) | " + " | ".join(f"{t[g]:.2f}" for g in GROUPS) + " |")
+        row(f"{label} alone", s["test_whole"]["student"], "{:.2f}".format)
+        row(f"{label} clamped to its own derived trimap, no teacher ({rule_text(s['control_rule'])})",
+            s["test_whole"]["clamped_only"], "{:.2f}".format)
+        row(f"{label} -> teacher ({rule_text(s['rule'])})", s["test_whole"]["refined"], "{:.2f}".format)
+        for key, what in (("clamped_only", "clamping alone"), ("refined", "refine")):
+            row(f"{label}: student-teacher gap closed by {what}", s["gap_closed_whole"][key],
+                lambda v: "n/a" if v is None else f"{100 * v:.0f}%")
+    row("teacher, true trimap (upper bound)", doc["teacher_true_trimap"]["whole"], "{:.2f}".format)
     return "\n".join(lines) + "\n"
 
 
