@@ -3,7 +3,8 @@
 Times the real objective (ppid.train.Objective: alpha loss, + CLSD + ALD with a frozen teacher for
 PPID) with SGD, autocast as train.amp gives it (`--amps none bf16` times both in one run; channels_last
 on CUDA), on batches from the GPU batch augmenter when --data is given (random tensors otherwise).
-Writes JSON: ms per step, samples/s and peak memory per precision and mode.
+Writes JSON: ms per step, samples/s, the first step's seconds and peak memory per precision and
+mode; with --compile also under torch.compile, each mode's eager and compiled timing back to back.
 
     python benchmarks/train_speed.py --family indexnet --size 256 --batch-size 32 --device cuda --out r.json
     python benchmarks/train_speed.py --device cpu --size 128 --batch-size 8 --amps none bf16 --out r.json
@@ -41,7 +42,7 @@ def batches(args, device):
         yield aug.sample(args.batch_size, gen)
 
 
-def time_mode(mode, args, device, amp):
+def time_mode(mode, args, device, amp, compiled=False):
     cfg = load_config(None, {"mode": mode, "model": {"family": args.family}, "distill": {"teacher": "unused"} if mode == "ppid" else {}})
     torch.manual_seed(0)
     model = build(args.family, "teacher" if mode == "teacher" else "student", cross_layer=mode == "ppid").to(device)
@@ -53,6 +54,10 @@ def time_mode(mode, args, device, amp):
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(objective.parameters(), lr=1e-3, momentum=0.9)
+    trained = objective
+    if compiled:  # as train.compile: true does
+        trained = torch.compile(objective)
+        teacher = torch.compile(teacher) if teacher is not None else None
     source = batches(args, device)
     times = []
     if cuda:
@@ -62,16 +67,18 @@ def time_mode(mode, args, device, amp):
         batch = next(source)
         if cuda:
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
-        terms, _, _ = forward_losses(objective, teacher, batch, amp)
+        terms, _, _ = forward_losses(trained, teacher, batch, amp)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()
         if cuda:
             torch.cuda.synchronize()
+        if i == 0:
+            first = time.perf_counter() - t0  # includes compilation under --compile
         if i >= args.warmup:
             times.append(1000 * (time.perf_counter() - t0))
     ms = statistics.median(times)
-    record = {"ms_per_step": ms, "samples_per_s": args.batch_size * 1000 / ms}
+    record = {"ms_per_step": ms, "samples_per_s": args.batch_size * 1000 / ms, "first_step_s": first}
     if cuda:
         record["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return record
@@ -88,6 +95,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--data", type=Path, help="dataset folder for the GPU batch augmenter (default: random tensors)")
+    p.add_argument("--compile", action="store_true", help="also time every mode under torch.compile (train.compile: true)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     device = torch.device(args.device)
@@ -99,11 +107,15 @@ def main():
         "data": "batch augmenter" if args.data else "random tensors",
         "machine": {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "precisions": {
-            name: {"autocast": str(autocast_dtype(name, device)), "modes": {mode: time_mode(mode, args, device, autocast_dtype(name, device)) for mode in args.modes}}
-            for name in args.amps
-        },
+        "precisions": {},
     }
+    for name in args.amps:
+        amp = autocast_dtype(name, device)
+        entry = result["precisions"][name] = {"autocast": str(amp), "modes": {}}
+        for mode in args.modes:
+            entry["modes"][mode] = time_mode(mode, args, device, amp)
+            if args.compile:  # eager and compiled back to back: the machine's load is alike for both
+                entry.setdefault("compiled", {})[mode] = time_mode(mode, args, device, amp, compiled=True)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -88,6 +88,13 @@ def test_unknown_keys_are_errors(tmp_path):
         load_config(bad)
 
 
+def test_compile_flag_must_be_a_boolean():
+    assert load_config("indexnet_student")["train"]["compile"] is False
+    assert load_config(None, parse_set(["train.compile=true"]))["train"]["compile"] is True
+    with pytest.raises(PpidError, match="train.compile must be true or false, got 1"):
+        load_config(None, parse_set(["train.compile=1"]))
+
+
 def test_base_inheritance_and_set_values():
     cfg = load_config("dim_ppid_ld", parse_set(["optim.lr=0.05", "data.crop_sizes=[64, 96]"]))
     assert cfg["mode"] == "ppid" and cfg["distill"]["local"] == "ld" and cfg["distill"]["semantic"] == "clsd"

@@ -60,6 +60,7 @@ DEFAULTS = {
         "device": "auto",  # auto | cpu | cuda
         "amp": "bf16",  # bf16 | fp16 | none; on the CPU bf16 where it has native bf16 (else float32)
         "channels_last": True,  # CUDA only
+        "compile": False,  # torch.compile the objective and the teacher (docs/training.md: what it measured)
         "seed": 0,
         "log_every": 20,
         "val_every": 1000,
@@ -173,5 +174,7 @@ def validate(cfg):
         raise PpidError(f"data.size must be a multiple of 32, got {cfg['data']['size']}")
     if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["iterations"] < 1:
         raise PpidError("optim.batch_size and optim.iterations must be positive")
+    if not isinstance(cfg["train"]["compile"], bool):
+        raise PpidError(f"train.compile must be true or false, got {cfg['train']['compile']!r}")
     if cfg["train"]["amp"] not in ("bf16", "fp16", "none"):
         raise PpidError(f"train.amp must be bf16|fp16|none, got {cfg['train']['amp']!r}")

@@ -501,6 +501,9 @@ def _train(cfg, resume, stop, on_exit):
     trained = objective
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if use_cuda else None)
+    if t_cfg["compile"]:  # the wrappers share the parameters: checkpoints still save `objective`
+        trained = torch.compile(trained)
+        teacher = torch.compile(teacher) if teacher is not None else None
 
     testset = None
     if cfg["data"]["val_root"]:
