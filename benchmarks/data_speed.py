@@ -21,14 +21,15 @@ import numpy as np
 import torch
 
 from ppid.data.augment import BatchAugmenter, TrainDataset, load_bank
-from ppid.data.datasets import MattingSource
+from ppid.data.datasets import find_source
 from ppid.io import write_image
 
 from common import LoadAverage, command_line, machine_info, write_result
 
 
 def write_dataset(root, n_fg, n_bg, seed=0):
-    """Adobe-like files: fg/alpha pairs with a noisy soft boundary, textured backgrounds."""
+    """Adobe-like files in the custom layout (fg/, alpha/, bg/): fg/alpha pairs with a noisy soft
+    boundary, textured backgrounds."""
     rng = np.random.default_rng(seed)
     for sub in ("fg", "alpha", "bg"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -46,14 +47,6 @@ def write_dataset(root, n_fg, n_bg, seed=0):
     for i in range(n_bg):
         bg = np.clip(rng.random(3) + 0.15 * rng.standard_normal((750, 1000, 3)), 0, 1)
         write_image(root / f"bg/bg{i:03d}.jpg", bg)
-    names = [f"fg{i:03d}" for i in range(n_fg)]
-    return MattingSource(
-        root=root,
-        names=names,
-        fg=[root / f"fg/{n}.png" for n in names],
-        alpha=[root / f"alpha/{n}.png" for n in names],
-        bg=sorted((root / "bg").glob("*.jpg")),
-    )
 
 
 def time_loader(source, size, batch_size, batches, workers):
@@ -102,12 +95,9 @@ def main(argv=None):
     load = LoadAverage()
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.data:
-            from ppid.data.datasets import find_source
-
-            source = find_source(args.data)
-        else:
-            source = write_dataset(Path(tmp), args.n_fg, args.n_bg)
+        if not args.data:
+            write_dataset(Path(tmp), args.n_fg, args.n_bg)
+        source = find_source(args.data or tmp)  # the generated files are in the custom layout
         results = []
         for size in args.sizes:
             seconds = time_loader(source, size, args.batch_size, args.batches, args.workers)
