@@ -13,8 +13,6 @@ the batch augmenter runs on every device listed (CUDA timings synchronise the de
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +21,15 @@ import numpy as np
 import torch
 
 from ppid.data.augment import BatchAugmenter, TrainDataset, load_bank
-from ppid.data.datasets import MattingSource
+from ppid.data.datasets import find_source
 from ppid.io import write_image
+
+from common import LoadAverage, command_line, machine_info, write_result
 
 
 def write_dataset(root, n_fg, n_bg, seed=0):
-    """Adobe-like files: fg/alpha pairs with a noisy soft boundary, textured backgrounds."""
+    """Adobe-like files in the custom layout (fg/, alpha/, bg/): fg/alpha pairs with a noisy soft
+    boundary, textured backgrounds."""
     rng = np.random.default_rng(seed)
     for sub in ("fg", "alpha", "bg"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -46,14 +47,6 @@ def write_dataset(root, n_fg, n_bg, seed=0):
     for i in range(n_bg):
         bg = np.clip(rng.random(3) + 0.15 * rng.standard_normal((750, 1000, 3)), 0, 1)
         write_image(root / f"bg/bg{i:03d}.jpg", bg)
-    names = [f"fg{i:03d}" for i in range(n_fg)]
-    return MattingSource(
-        root=root,
-        names=names,
-        fg=[root / f"fg/{n}.png" for n in names],
-        alpha=[root / f"alpha/{n}.png" for n in names],
-        bg=sorted((root / "bg").glob("*.jpg")),
-    )
 
 
 def time_loader(source, size, batch_size, batches, workers):
@@ -83,27 +76,6 @@ def time_augmenter(augmenter, batch_size, batches, device):
     return time.perf_counter() - start
 
 
-def machine_info(devices):
-    cpu = platform.processor() or platform.machine()
-    try:
-        model = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-        cpu = model.split(":", 1)[1].strip()
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0],  # the CPU is shared: read timings against this
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    if "cuda" in devices:
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", nargs="+", default=["cpu"], choices=["cpu", "cuda"], help="devices for the batch augmenter")
@@ -120,14 +92,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if "cuda" in args.device and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    load = LoadAverage()
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.data:
-            from ppid.data.datasets import find_source
-
-            source = find_source(args.data)
-        else:
-            source = write_dataset(Path(tmp), args.n_fg, args.n_bg)
+        if not args.data:
+            write_dataset(Path(tmp), args.n_fg, args.n_bg)
+        source = find_source(args.data or tmp)  # the generated files are in the custom layout
         results = []
         for size in args.sizes:
             seconds = time_loader(source, size, args.batch_size, args.batches, args.workers)
@@ -145,16 +115,14 @@ def main(argv=None):
                 print(results[-1])
     report = {
         "benchmark": "training samples per second (TrainDataset + DataLoader vs BatchAugmenter)",
-        "command": "python benchmarks/data_speed.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        "command": command_line(argv),
         "data": str(args.data) if args.data else f"generated: {args.n_fg} fg 1000x800 png, {args.n_bg} bg 1000x750 jpg",
-        "machine": machine_info(args.device),
+        "machine": machine_info("cuda" if "cuda" in args.device else None) | {"load_average": load.record()},
         "results": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
+    print(json.dumps(report, indent=2))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        write_result(args.out, report)
     return 0
 
 

@@ -24,7 +24,6 @@ separately in subprocesses, with the machine's Numba cache and with an empty one
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import torch
 from ppid.data.synth import make_background, make_foreground, synthesize
 from ppid.foreground import estimate_foreground, estimate_foreground_torch, foreground_error
 from ppid.io import read_alpha, read_image
+
+from common import LoadAverage, command_line, machine_info, write_result
 
 SEEDS = (7, 23, 11)
 GROUPS = ("transparent", "non-transparent", "all")
@@ -182,7 +183,7 @@ def main(argv=None):
     device = torch.device(args.device)
 
     estimators = methods(args.methods.split(","), device)
-    load_before = os.getloadavg()[0]
+    load = LoadAverage()
     uses_pymatting = {"pymatting", "ppid"} & set(estimators)
     result = {
         "pymatting_fresh_process": first_call() if uses_pymatting else None,
@@ -190,19 +191,14 @@ def main(argv=None):
         "speed_1920x1080": speed(estimators, args.repeats),
         "metric": "per image: mean over 0.05 < alpha < 0.95 of alpha * |F_est - F| (channel mean); "
                   "per group: mean over its images",
-        "ppid_torch_device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "cpu": platform.processor() or platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
-        "command": "python benchmarks/foreground_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "ppid_torch_device": args.device,
+        "machine": machine_info(device) | {"load_average": load.record()},
+        "command": command_line(argv),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     print(table(result))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        write_result(args.out, result)
     return 0
 
 

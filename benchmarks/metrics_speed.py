@@ -17,12 +17,7 @@ Compare timings only within one run: the machine may be shared (the JSON records
 
 import argparse
 import cProfile
-import json
-import os
-import platform
 import pstats
-import shlex
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -32,7 +27,8 @@ import scipy
 from scipy import ndimage
 
 from ppid import metrics
-from ppid.io import atomic_path
+
+from common import LoadAverage, command_line, machine_info, write_result
 
 NAMES = (*metrics.METRICS, "all_four")
 
@@ -236,13 +232,14 @@ def main():
     if args.profile:
         return profile(args.case_size, args.repeats)
 
-    load_at_start = os.getloadavg()[0]
+    load = LoadAverage()
     cases = [realistic_case(args.case_size, seed) for seed in range(args.cases)]
     unknown = float(np.mean([(trimap == 128).mean() for _, _, trimap in cases]))
     timings, worst = versus_plain_port(cases, args.repeats)
     print_comparison(timings, worst)
+    results = throughput(args.sizes, args.min_seconds)
     report = {
-        "command": "nice -n 19 python " + shlex.join(sys.argv),
+        "command": command_line(),
         "versus_plain_port": {
             "cases": args.cases,
             "size": f"{args.case_size}x{args.case_size}",
@@ -253,24 +250,10 @@ def main():
         },
         "region": "whole (throughput)",
         "threads": "single process; NumPy/SciPy calls here are single-threaded",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "nice": os.nice(0),
-            # The machine may be shared: the load says how much of it this run had.
-            "load_average_1min_at_start": round(load_at_start, 2),
-            "load_average_1min_at_end": None,
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-        },
-        "results": throughput(args.sizes, args.min_seconds),
+        "machine": machine_info(numpy=np.__version__, scipy=scipy.__version__) | {"load_average": load.record()},
+        "results": results,
     }
-    report["machine"]["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":

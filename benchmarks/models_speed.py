@@ -14,10 +14,8 @@ kernel elements x out_channels / groups (each input element is scattered over th
 """
 
 import argparse
-import json
 import multiprocessing
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -27,8 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ppid.io import atomic_path
 from ppid.models import build, count_parameters, list_models
+
+from common import LoadAverage, command_line, machine_info, write_result
 
 
 def count_macs(model, *inputs):
@@ -145,20 +144,6 @@ def measure(spec, device, size, warmup, repeats):
     return row
 
 
-def machine_info(device):
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    if device == "cuda":
-        info |= {"gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
-    return info
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
@@ -174,7 +159,7 @@ def main(argv=None):
     repeats = max(1, args.repeats or (3 if args.device == "cpu" else 20))
     specs = [s for s in list_models() if not args.families or s[0] in args.families]
 
-    load_start = os.getloadavg()[0]  # other work on the machine skews the timings: record it
+    load = LoadAverage()
     rows = []
     ctx = multiprocessing.get_context("spawn")  # a fresh process per model: clean peak memory
     with ctx.Pool(1, maxtasksperchild=1) as pool:
@@ -187,15 +172,13 @@ def main(argv=None):
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
     result = {
-        "machine": machine_info(args.device)
-        | {"load_average_1min": {"start": round(load_start, 2), "end": round(os.getloadavg()[0], 2)}},
+        "command": command_line(argv),
+        "machine": machine_info(args.device) | {"load_average": load.record()},
         "settings": {"device": args.device, "size": args.size, "batch": 1, "warmup": warmup, "repeats": repeats,
                      "cudnn_benchmark": args.device == "cuda", "channels_last": args.device == "cuda"},
         "models": rows,
     }
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -28,8 +28,6 @@ of every composite are scored against the ground truth (whole-image SAD, sum |p 
 import argparse
 import contextlib
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,9 +40,11 @@ import torch
 
 import ppid.models.indexnet as indexnet
 from ppid.export import calibration_feeds, export_onnx, inference_session, quantize_int8
-from ppid.io import atomic_path, list_images, read_alpha, read_image
+from ppid.io import list_images, read_alpha, read_image
 from ppid.metrics import sad
 from ppid.models import build, load_model
+
+from common import LoadAverage, command_line, machine_info, write_result
 
 
 @contextlib.contextmanager
@@ -151,27 +151,24 @@ def main(argv=None):
     else:
         torch.manual_seed(0)
         model = build("indexnet", "student").eval()
-    load_start = os.getloadavg()
+    machine = machine_info(onnxruntime=ort.__version__)  # torch's threads before the runs set them
+    load = LoadAverage()
     with tempfile.TemporaryDirectory() as tmp:
         run = runners(model, export_variants(model, Path(tmp)), args.threads)
         timings = time_interleaved(run, args.size, args.warmup, args.repeats)
         accuracy = score_testset(run, args.testset) if args.testset else None
     result = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "onnxruntime": ort.__version__,
-                    "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]}},
+        "command": command_line(argv),
+        "machine": machine | {"load_average": load.record()},
         "settings": {"model": args.model or "indexnet student, untrained (seed 0)", "size": args.size, "batch": 1,
                      "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats, "testset": args.testset},
         "timings": timings,
         "testset_accuracy": accuracy,
     }
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: (v["ms_median"], v["speedup_vs_eager"]) for k, v in timings.items()}))
     if accuracy:
         print(json.dumps({k: accuracy[k] for k in ("sad_mean", "sad_change_vs_eager_pct")}))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

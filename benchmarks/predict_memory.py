@@ -16,9 +16,7 @@ A whole 12-megapixel photo needs 10-15 GB: run it once, alone, on a machine with
 """
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,8 +28,10 @@ import torch
 from PIL import Image
 
 import ppid
-from ppid.io import atomic_path, read_alpha
+from ppid.io import read_alpha
 from ppid.models import build, save_model
+
+from common import LoadAverage, command_line, machine_info, write_result
 
 RUNS = ("before", "whole", "default")
 THIS_SRC = Path(ppid.__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def main(argv=None):
     if "before" in args.runs and args.before_src is None:
         parser.error("the 'before' run needs --before-src")
 
-    load_start = os.getloadavg()
+    load = LoadAverage()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -98,18 +98,15 @@ def main(argv=None):
                 rows[name][f"alpha_vs_{reference}"] = alpha_difference(read_alpha(tmp / name / "alpha" / "photo.png"), ref)
 
     result = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]}},
+        "command": command_line(argv),
+        "machine": machine_info() | {"load_average": load.record()},
         "photo": {"width": args.size[0], "height": args.size[1], "megapixels": round(args.size[0] * args.size[1] / 1e6, 2),
                   "kind": "synthetic JPEG (smooth colour fields + noise)"},
         "model": "indexnet student, untrained (seed 0)",
         "predict_args": "--save alpha,rgba,composite --device cpu",
         "runs": rows,
     }
-    with atomic_path(args.out) as out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

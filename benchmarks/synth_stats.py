@@ -21,8 +21,6 @@ Each statistic is reported per sample and as the median over samples (overall an
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -35,6 +33,8 @@ from PIL import Image
 
 from ppid.data.synth import VERSIONS, synthesize
 from ppid.io import read_alpha, read_image
+
+from common import LoadAverage, command_line, machine_info, write_result
 
 BAND = (0.05, 0.95)
 EDGE_STEP = 0.1  # a luminance step between neighbours this large is a sharp edge; grain rarely makes one
@@ -131,7 +131,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, help="JSON file to write (printed either way)")
     args = parser.parse_args(argv)
 
-    load_before = os.getloadavg()[0]
+    load = LoadAverage()
     seconds = {v: [] for v in args.versions}
     cpu = {v: [] for v in args.versions}
     results = {}
@@ -158,21 +158,18 @@ def main(argv=None):
         "size": [args.size, args.size],
         "seed": args.seed,
         "workers": args.workers,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "machine": machine_info() | {"load_average": load.record()},
         "time_ratio": round(results[last]["seconds_median"] / results[first]["seconds_median"], 2),
         "cpu_time_ratio": round(results[last]["cpu_seconds_median"] / results[first]["cpu_seconds_median"], 2),
         "time_ratio_of": f"{last} / {first}",
         "reference_photos": [photo_stats(p, args.size) for p in args.photos],
         "versions": results,
-        "command": "python benchmarks/synth_stats.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line(argv),
     }
-    text = json.dumps(result, indent=2)
     summary = {v: {"seconds": r["seconds_median"], "cpu_seconds": r["cpu_seconds_median"], **r["median"]} for v, r in results.items()}
     print(json.dumps({k: v for k, v in result.items() if k != "versions"} | summary, indent=1))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        write_result(args.out, result)
     return 0
 
 

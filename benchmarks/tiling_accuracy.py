@@ -13,9 +13,6 @@ one 1280 px tile).
 """
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,9 +23,10 @@ import torch
 import ppid
 from ppid.data.compose import composite
 from ppid.data.synth import make_background, make_foreground
-from ppid.io import atomic_path
 from ppid.metrics import sad
 from ppid.models import build, save_model
+
+from common import LoadAverage, command_line, machine_info, write_result
 
 SETTINGS = {
     "tile1280_overlap256": dict(tile=1280, overlap=256),
@@ -68,7 +66,7 @@ def main(argv=None):
         weights = Path(args.out).with_suffix(".untrained.safetensors")
         save_model(build("indexnet", "student"), weights)
 
-    load_start = os.getloadavg()
+    load = LoadAverage()
     photos = []
     for index in args.indices:
         image, truth, kind = photo(index, *args.size)
@@ -85,17 +83,14 @@ def main(argv=None):
         Path(weights).unlink()
 
     result = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]}},
+        "command": command_line(argv),
+        "machine": machine_info() | {"load_average": load.record()},
         "model": args.model or "indexnet student, untrained (seed 0)",
         "photo_size": {"width": args.size[0], "height": args.size[1]},
         "settings": SETTINGS,
         "photos": photos,
     }
-    with atomic_path(args.out) as out:
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -12,7 +12,6 @@ mode; with --compile also under torch.compile, each mode's eager and compiled ti
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,8 @@ import torch
 from ppid.config import load_config
 from ppid.models import build
 from ppid.train import autocast_dtype, forward_losses, make_objective
+
+from common import LoadAverage, command_line, machine_info, write_result
 
 
 def batches(args, device):
@@ -100,13 +101,13 @@ def main():
     args = p.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True  # as the training engine does on CUDA
+    load = LoadAverage()
     result = {
         "benchmark": "train_speed",
+        "command": command_line(),
         "family": args.family, "size": args.size, "batch_size": args.batch_size, "device": str(device),
         "channels_last": device.type == "cuda",
         "data": "batch augmenter" if args.data else "random tensors",
-        "machine": {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "precisions": {},
     }
     for name in args.amps:
@@ -116,11 +117,10 @@ def main():
             entry["modes"][mode] = time_mode(mode, args, device, amp)
             if args.compile:  # eager and compiled back to back: the machine's load is alike for both
                 entry.setdefault("compiled", {})[mode] = time_mode(mode, args, device, amp, compiled=True)
-    text = json.dumps(result, indent=2)
-    print(text)
+    result["machine"] = machine_info(device) | {"load_average": load.record()}
+    print(json.dumps(result, indent=2))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        write_result(args.out, result)
 
 
 if __name__ == "__main__":
