@@ -208,7 +208,7 @@ def table(result):
     for seed, by_method in result["error"].items():
         for method, errors in by_method.items():
             if method != "n_images":
-                cells = " | ".join(f"{errors[g]:.4f}" for g in GROUPS)
+                cells = " | ".join("n/a" if errors[g] is None else f"{errors[g]:.4f}" for g in GROUPS)  # a group may be empty
                 lines.append(f"| {seed} | {method} | {cells} |")
     for method, s in result["speed_1920x1080"].items():
         lines.append(f"| 1920x1080 | {method} | {s['s_median']:.3f} s (median) | | |")
