@@ -3,8 +3,10 @@
 Times the real objective (ppid.train.Objective: alpha loss, + CLSD + ALD with a frozen teacher for
 PPID) with SGD, autocast as train.amp gives it (`--amps none bf16` times both in one run; channels_last
 on CUDA), on batches from the GPU batch augmenter when --data is given (random tensors otherwise).
-Writes JSON: ms per step, samples/s, the first step's seconds and peak memory per precision and
-mode; with --compile also under torch.compile, each mode's eager and compiled timing back to back.
+Modes are timed round robin, one step of each in turn, so their ratios hold on a shared machine.
+Writes JSON: ms per step, samples/s and the first step's seconds per precision and mode (peak GPU
+memory of all modes together on CUDA); with --compile every mode also runs under torch.compile.
+Mode "ppid-full-teacher" runs the teacher's whole forward, as before it stopped at its last tap.
 
     python benchmarks/train_speed.py --family indexnet --size 256 --batch-size 32 --device cuda --out r.json
     python benchmarks/train_speed.py --device cpu --size 128 --batch-size 8 --amps none bf16 --out r.json
@@ -43,28 +45,33 @@ def batches(args, device):
         yield aug.sample(args.batch_size, gen)
 
 
-def time_mode(mode, args, device, amp, compiled=False):
-    cfg = load_config(None, {"mode": mode, "model": {"family": args.family}, "distill": {"teacher": "unused"} if mode == "ppid" else {}})
+def make_step(mode, args, device, amp, compiled=False):
+    """One training step of `mode` as a function: its own model, objective, teacher, optimiser and
+    batch stream, set up once. "ppid-full-teacher" is the PPID step with the teacher's whole forward
+    (alpha included), as the engine ran it before the teacher stopped at its last tap."""
+    distils = mode.startswith("ppid")
+    cfg = load_config(None, {"mode": "ppid" if distils else mode, "model": {"family": args.family},
+                             "distill": {"teacher": "unused"} if distils else {}})
     torch.manual_seed(0)
-    model = build(args.family, "teacher" if mode == "teacher" else "student", cross_layer=mode == "ppid").to(device)
-    teacher = build(args.family, "teacher").to(device).eval().requires_grad_(False) if mode == "ppid" else None
+    model = build(args.family, "teacher" if mode == "teacher" else "student", cross_layer=distils).to(device)
+    teacher = build(args.family, "teacher").to(device).eval().requires_grad_(False) if distils else None
     objective = make_objective(model, cfg, teacher).to(device)
     cuda = device.type == "cuda"
     if cuda:
         objective = objective.to(memory_format=torch.channels_last)
         if teacher is not None:
             teacher = teacher.to(memory_format=torch.channels_last)
+    if mode == "ppid-full-teacher":
+        full = teacher
+        teacher = lambda image, trimap, taps_only=False: full(image, trimap)  # noqa: E731
     opt = torch.optim.SGD(objective.parameters(), lr=1e-3, momentum=0.9)
     trained = objective
     if compiled:  # as train.compile: true does
         trained = torch.compile(objective)
         teacher = torch.compile(teacher) if teacher is not None else None
     source = batches(args, device)
-    times = []
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    for i in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
+
+    def step():
         batch = next(source)
         if cuda:
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
@@ -74,21 +81,44 @@ def time_mode(mode, args, device, amp, compiled=False):
         opt.step()
         if cuda:
             torch.cuda.synchronize()
-        if i == 0:
-            first = time.perf_counter() - t0  # includes compilation under --compile
-        if i >= args.warmup:
-            times.append(1000 * (time.perf_counter() - t0))
-    ms = statistics.median(times)
-    record = {"ms_per_step": ms, "samples_per_s": args.batch_size * 1000 / ms, "first_step_s": first}
-    if cuda:
-        record["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    return record
+
+    return step
+
+
+def time_modes(runs, args, device, amp):
+    """Median ms per step of each (mode, compiled) in `runs`, timed round robin, one step of each in
+    turn: a change in the machine's load hits every mode alike, so their ratios hold on a shared
+    machine. The first step (compilation under --compile) is reported apart."""
+    steps = {(mode, compiled): make_step(mode, args, device, amp, compiled) for mode, compiled in runs}
+    times = {run: [] for run in runs}
+    first = {}
+    for i in range(args.warmup + args.steps):
+        for run, step in steps.items():
+            if device.type == "cuda" and i == 0:
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            step()
+            dt = time.perf_counter() - t0
+            if i == 0:
+                first[run] = dt
+            if i >= args.warmup:
+                times[run].append(1000 * dt)
+    records = {}
+    for run in runs:
+        ms = statistics.median(times[run])
+        records[run] = {"ms_per_step": ms, "samples_per_s": args.batch_size * 1000 / ms, "first_step_s": first[run]}
+    if device.type == "cuda":  # all modes share the device: one peak for the lot
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        for record in records.values():
+            record["peak_gpu_mem_gib_all_modes"] = peak
+    return records
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--family", default="indexnet", choices=("dim", "indexnet", "gca"))
-    p.add_argument("--modes", nargs="+", default=["teacher", "student", "ppid"])
+    p.add_argument("--modes", nargs="+", default=["teacher", "student", "ppid"],
+                   choices=("teacher", "student", "ppid", "ppid-full-teacher"))
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -112,11 +142,10 @@ def main():
     }
     for name in args.amps:
         amp = autocast_dtype(name, device)
-        entry = result["precisions"][name] = {"autocast": str(amp), "modes": {}}
-        for mode in args.modes:
-            entry["modes"][mode] = time_mode(mode, args, device, amp)
-            if args.compile:  # eager and compiled back to back: the machine's load is alike for both
-                entry.setdefault("compiled", {})[mode] = time_mode(mode, args, device, amp, compiled=True)
+        entry = result["precisions"][name] = {"autocast": str(amp)}
+        runs = [(mode, False) for mode in args.modes] + [(mode, True) for mode in args.modes if args.compile]
+        for (mode, compiled), record in time_modes(runs, args, device, amp).items():
+            entry.setdefault("compiled" if compiled else "modes", {})[mode] = record
     result["machine"] = machine_info(device) | {"load_average": load.record()}
     print(json.dumps(result, indent=2))
     if args.out:

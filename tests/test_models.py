@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.utils.flop_counter import FlopCounterMode
 
 from helpers import random_batch
 from ppid import PpidError
@@ -235,6 +236,26 @@ def test_teacher_uses_the_trimap_and_odd_sizes_come_back_whole(family):
     assert (a - b).abs().max() > 1e-4
     assert odd.shape == (1, 1, 64, 45)
     assert torch.isfinite(odd).all() and odd.min() >= 0 and odd.max() <= 1
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=[pytest.mark.slow] if f in SLOW_FORWARD else []) for f in FAMILIES])
+def test_taps_only_gives_the_same_taps_for_less_compute(family):
+    """PPID training runs the frozen teacher with taps_only: the taps must be exactly those of the
+    full forward, without the full-resolution stage after them."""
+    torch.manual_seed(0)
+    teacher = build(family, "teacher").eval()
+    image, trimap = inputs("teacher", n=2, size=64)
+    with torch.no_grad(), FlopCounterMode(display=False) as full_flops:
+        full = teacher(image, trimap)
+    with torch.no_grad(), FlopCounterMode(display=False) as taps_flops:
+        taps = teacher(image, trimap, taps_only=True)
+    assert taps.alpha is None and taps.alpha_logits is None
+    for a, b in zip(full.enc, taps.enc, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(full.dec, taps.dec, strict=True):
+        torch.testing.assert_close(a.feature, b.feature, rtol=0, atol=0)
+        torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=0)
+    assert taps_flops.get_total_flops() < full_flops.get_total_flops()
 
 
 def test_ppid_models_command_prints_and_writes_the_table(tmp_path, capsys):

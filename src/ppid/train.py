@@ -212,7 +212,7 @@ class Objective(nn.Module):
         self.d = dict(cfg["distill"])
         self.adapters = None
         if self.mode == "ppid" and self.d["cross_family"]:
-            size = teacher_probe.alpha.shape[-2:]
+            size = [2 * n for n in teacher_probe.enc[0].shape[-2:]]  # the probe's size: enc[0] is at stride 2
             device = next(model.parameters()).device
             was_training = model.training
             with torch.no_grad():  # eval: batch-norm statistics stay untouched by the probe
@@ -257,19 +257,19 @@ def make_objective(model, cfg, teacher=None):
     if teacher is not None:
         device = next(teacher.parameters()).device
         with torch.no_grad():
-            teacher_probe = teacher(torch.zeros(1, 3, 64, 64, device=device), torch.full((1, 1, 64, 64), 0.5, device=device))
+            teacher_probe = teacher(torch.zeros(1, 3, 64, 64, device=device), torch.full((1, 1, 64, 64), 0.5, device=device), taps_only=True)
         enc_channels = [f.shape[1] for f in teacher_probe.enc]
     return Objective(model, cfg, enc_channels, teacher_probe)
 
 
 def forward_losses(objective, teacher, batch, amp):
-    """One training forward pass under autocast: the frozen teacher without gradients, then the
-    objective (plain or DDP-wrapped). Returns (loss terms, student output, teacher output or None)."""
+    """One training forward pass under autocast: the frozen teacher without gradients and only up to
+    its last distillation tap (its alpha is never read), then the objective (plain or DDP-wrapped). Returns (loss terms, student output, teacher output or None)."""
     with torch.autocast(batch["image"].device.type, dtype=amp, enabled=amp is not None):
         teacher_out = None
         if teacher is not None:
             with torch.no_grad():
-                teacher_out = teacher(batch["image"], batch["trimap"])
+                teacher_out = teacher(batch["image"], batch["trimap"], taps_only=True)
         terms, out = objective(batch, teacher_out)
     return terms, out, teacher_out
 

@@ -3,7 +3,8 @@ ALD taps, the CLSD cross-layer connectors, input handling (normalisation, trimap
 padding to a multiple of 32) and ImageNet-backbone loading from a local file.
 
 A family file (dim.py, indexnet.py, gca.py) subclasses `MattingNet` and implements
-`forward_features(x)` on the padded, normalised input.
+`forward_features(x, taps_only)` on the padded, normalised input; with taps_only it returns right
+after the last ALD tap (stride 2), without alpha: all a frozen PPID teacher has to compute.
 """
 
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ class DecoderTap:
 
 @dataclass
 class MattingOutput:
-    alpha: torch.Tensor  # (N, 1, H, W) in [0, 1], sigmoid(alpha_logits)
-    alpha_logits: torch.Tensor  # (N, 1, H, W), for a numerically safe CE under autocast
+    alpha: torch.Tensor | None  # (N, 1, H, W) in [0, 1], sigmoid(alpha_logits); None with taps_only
+    alpha_logits: torch.Tensor | None  # (N, 1, H, W), for a numerically safe CE under autocast
     enc: list = field(default_factory=list)  # F_n at strides 2, 4, 8, 16, 32 (stage outputs)
     dec: list = field(default_factory=list)  # DecoderTap at strides 4 and 2
     cross: list = field(default_factory=list)  # f3x3(Fbar_{n-1}) for n = 2..5; empty without CLSD
@@ -106,11 +107,14 @@ def pad_to_multiple(x, multiple=STRIDE):
 class MattingNet(nn.Module):
     """Base of every family: teacher (RGB + trimap) or student (RGB only), same layers otherwise.
 
-    forward(image, trimap=None):
+    forward(image, trimap=None, taps_only=False):
       image  (N, 3, H, W) RGB in [0, 1], any H, W (padded to a multiple of 32 by reflection, the
              alpha cropped back; the feature taps stay at the padded size)
       trimap (N, 1, H, W) in [0, 1] with 0 = background, 0.5 = unknown, 1 = foreground
              (trimap / 255); teachers only.
+      taps_only  skip the full-resolution stage after the last decoder tap and the head: the
+             output has the taps (enc, dec, cross) and alpha = alpha_logits = None. PPID training
+             reads only the teacher's taps, so its teacher runs this way.
     """
 
     trimap_encoding = "value"  # "value": one channel trimap/255; "onehot": three channels (GCA)
@@ -138,7 +142,7 @@ class MattingNet(nn.Module):
             return torch.cat([(t < 0.25), (t >= 0.25) & (t <= 0.75), (t > 0.75)], dim=1).to(t.dtype)
         return trimap
 
-    def forward(self, image, trimap=None):
+    def forward(self, image, trimap=None, taps_only=False):
         if image.dim() != 4 or image.shape[1] != 3:
             raise PpidError(f"image must be (N, 3, H, W), got {tuple(image.shape)}")
         if self.role == "teacher" and trimap is None:
@@ -154,12 +158,14 @@ class MattingNet(nn.Module):
                 )
             x = torch.cat([x, self.encode_trimap(trimap.to(x.dtype))], dim=1)
         x, (h, w) = pad_to_multiple(x)
-        out = self.forward_features(x)
+        out = self.forward_features(x, taps_only)
+        if taps_only:
+            return out
         out.alpha_logits = out.alpha_logits[..., :h, :w]
         out.alpha = torch.sigmoid(out.alpha_logits)
         return out
 
-    def forward_features(self, x):  # pragma: no cover - every family implements it
+    def forward_features(self, x, taps_only=False):  # pragma: no cover - every family implements it
         raise NotImplementedError
 
     # -- ImageNet initialisation ---------------------------------------------------------------

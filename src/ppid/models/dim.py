@@ -85,7 +85,7 @@ class DIMNet(MattingNet):
         self.connectors = CrossLayerConnectors(ENCODER_WIDTHS) if cross_layer else None
         kaiming_init(self)
 
-    def forward_features(self, x):
+    def forward_features(self, x, taps_only=False):
         enc, cross, indices = [], [], []
         fbar = x
         for n in range(len(ENCODER_WIDTHS)):
@@ -107,6 +107,8 @@ class DIMNet(MattingNet):
             if stride in ATTENTION_STRIDES:
                 y, tap = self.attention[ATTENTION_STRIDES.index(stride)](y)
                 dec.append(tap)
+                if taps_only and len(dec) == len(ATTENTION_STRIDES):
+                    return MattingOutput(alpha=None, alpha_logits=None, enc=enc, dec=dec, cross=cross)
         return MattingOutput(alpha=None, alpha_logits=y, enc=enc, dec=dec, cross=cross)
 
 

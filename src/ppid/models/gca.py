@@ -248,7 +248,7 @@ class GCAMatting(MattingNet):
             return None
         return F.interpolate(x[:, 4:5], size=(x.shape[2] // 8, x.shape[3] // 8), mode="nearest")
 
-    def forward_features(self, x):
+    def forward_features(self, x, taps_only=False):
         e, d = self.encoder, self.decoder
         guidance = e.guidance_head(x[:, :3])
         unknown = self.unknown_mask(x)
@@ -269,13 +269,15 @@ class GCAMatting(MattingNet):
         f3 = tap(2, e.gca(guidance, e.layer2(f2), unknown), f2)
         f4 = tap(3, e.layer3(f3), f3)
         f5 = tap(4, e.layer4(f4), f4)
-        skip1, skip2, skip4, skip8, skip16 = (s(f) for s, f in zip(e.shortcut, (x, f1, f2, f3, f4)))
+        skip2, skip4, skip8, skip16 = (s(f) for s, f in zip(e.shortcut[1:], (f1, f2, f3, f4)))
 
         y = d.layer1(f5) + skip16
         y = d.gca(guidance, d.layer2(y) + skip8, unknown)
         y, tap4 = self.attention[0](d.layer3(y) + skip4)
         y, tap2 = self.attention[1](d.layer4(y) + skip2)
-        y = F.leaky_relu(d.bn1(d.conv1(y)), 0.2) + skip1
+        if taps_only:
+            return MattingOutput(alpha=None, alpha_logits=None, enc=enc, dec=[tap4, tap2], cross=cross)
+        y = F.leaky_relu(d.bn1(d.conv1(y)), 0.2) + e.shortcut[0](x)
         return MattingOutput(alpha=None, alpha_logits=d.conv2(y), enc=enc, dec=[tap4, tap2], cross=cross)
 
     # torchvision's stem, surplus blocks and fc have no counterpart here (module docstring)

@@ -192,7 +192,7 @@ class IndexNet(MattingNet):
         self.connectors = CrossLayerConnectors(ENCODER_WIDTHS) if cross_layer else None
         kaiming_init(self)
 
-    def forward_features(self, x):
+    def forward_features(self, x, taps_only=False):
         enc, cross, fbar = [], [], None
 
         def tap(f):
@@ -222,6 +222,8 @@ class IndexNet(MattingNet):
         y, tap4 = self.attention[0](self.dec3(y, l3, idx3))
         y = self.dec2(y, l2, idx2)
         y, tap2 = self.attention[1](self.dec1(y, l1))
+        if taps_only:
+            return MattingOutput(alpha=None, alpha_logits=None, enc=enc, dec=[tap4, tap2], cross=cross)
         y = self.dec0(y, l0, idx0)
         return MattingOutput(alpha=None, alpha_logits=self.head(y), enc=enc, dec=[tap4, tap2], cross=cross)
 
