@@ -8,11 +8,10 @@ The scripts run as `python benchmarks/x.py`, so this folder is on sys.path and t
 import json
 import os
 import platform
-import shlex
 import sys
 from pathlib import Path
 
-from ppid.io import atomic_path
+from ppid.io import atomic_path, command_line  # noqa: F401 (the benchmarks import it from here)
 
 
 def cpu_model():
@@ -64,13 +63,6 @@ class LoadAverage:
     def record(self):
         """{"start": [1, 5, 15 min], "end": [...]}, the end read now."""
         return {"start": self.start, "end": self.now()}
-
-
-def command_line(argv=None):
-    """The command that produced a result, to rerun it: "python benchmarks/x.py ARGS", the script
-    path as given. `argv`: the arguments when main() was called with its own rather than sys.argv's."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    return "python " + shlex.join([Path(sys.argv[0]).as_posix(), *args])
 
 
 def write_result(path, result):

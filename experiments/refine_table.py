@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from ppid.data.datasets import CompositeTestSet
-from ppid.evaluate import evaluate_model, relative_to_folder
-from ppid.io import atomic_path
+from ppid.evaluate import evaluate_model, gap_closed, relative_to_folder
+from ppid.io import atomic_path, command_line
 from ppid.models import load_model
 from ppid.refine import HIGH, LOW, WIDTH
 
@@ -59,12 +59,6 @@ def sads(summary, region="whole"):
     return {g: summary["results"][region][g]["sad"] for g in GROUPS if g in summary["results"][region]}
 
 
-def gap_closed(student, refined, teacher):
-    """Share of the student-teacher SAD gap that refining closes."""
-    gap = student - teacher
-    return (student - refined) / gap if gap > 0 else None
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", type=Path, required=True)
@@ -80,7 +74,7 @@ def main():
     started = time.time()
     teacher_test = evaluate_model(teacher, test, device)
     doc = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        "command": command_line(),
         "teacher": relative_to_folder(args.teacher, args.out),
         "val": relative_to_folder(args.val, args.out),
         "test": relative_to_folder(args.test, args.out),

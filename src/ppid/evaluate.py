@@ -30,6 +30,14 @@ REGION_TITLES = {"whole": "whole image", "transition": "transition region (trima
 _COMPOSITE_SUFFIX = re.compile(r"_\d+$")
 
 
+def gap_closed(worse, better, bound):
+    """Share of the gap between `worse` and `bound` (lower is better, e.g. SAD) that `better`
+    closes: PPID between baseline and teacher, refine between student and teacher. None when
+    there is no gap."""
+    gap = worse - bound
+    return (worse - better) / gap if gap > 0 else None
+
+
 def resolve_regions(region, have_trimaps):
     """'whole' | 'transition' | 'both' | None (both with trimaps, else whole) -> tuple of regions."""
     if region is None:

@@ -8,6 +8,8 @@ message names the file and the problem on one line.
 
 import contextlib
 import os
+import shlex
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -227,3 +229,10 @@ def sha256_file(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def command_line(argv=None):
+    """The command that produced a result, to rerun it: "python benchmarks/x.py ARGS", the script
+    path as given. `argv`: the arguments when main() was called with its own rather than sys.argv's."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return "python " + shlex.join([Path(sys.argv[0]).as_posix(), *args])

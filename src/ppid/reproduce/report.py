@@ -11,6 +11,7 @@ import json
 import statistics
 from pathlib import Path
 
+from ..evaluate import gap_closed
 from ..io import atomic_path
 from .paper import GROUPS, METRICS, PAPER
 from .plan import RESULT, SELECTION, TABLE_VARIANTS
@@ -133,8 +134,8 @@ def _gap_closed(rows):
         t, b, p = (sad[v]["mean"] for v in ("teacher", "baseline", "ppid"))
         paper = {v: rows[v]["paper"][group]["sad"] for v in ("teacher", "baseline", "ppid")}
         out[group] = {
-            "ours": (b - p) / (b - t) if b != t else None,
-            "paper": (paper["baseline"] - paper["ppid"]) / (paper["baseline"] - paper["teacher"]),
+            "ours": gap_closed(b, p, t),
+            "paper": gap_closed(paper["baseline"], paper["ppid"], paper["teacher"]),
         }
     return out
 
