@@ -21,9 +21,11 @@ def test_plan_order_table1_first_then_ablations_and_shared_runs():
     names = _names(runs)
     assert names[:5] == ["indexnet/teacher/0", "indexnet/baseline/0", "indexnet/ppid/0", "indexnet/baseline/1", "indexnet/ppid/1"]
     assert names[5:10] == ["gca/teacher/0", "gca/baseline/0", "gca/ppid/0", "gca/baseline/1", "gca/ppid/1"]
+    # beyond the paper: the IndexNet student from the GCA teacher, once both families' Table 1 is planned
+    assert names[10:12] == ["indexnet/ppid_from_gca/0", "indexnet/ppid_from_gca/1"]
     # then each family's ablations, seed by seed; the PPID and CLSD-only students are shared by tables
-    assert names[10:16] == [f"indexnet/{v}/0" for v in ("noclsd", "sd", "noald", "ld", "ald_f", "ald_a")]
-    assert len(names) == len(set(names)) == 2 * (1 + 2 * 8)
+    assert names[12:18] == [f"indexnet/{v}/0" for v in ("noclsd", "sd", "noald", "ld", "ald_f", "ald_a")]
+    assert len(names) == len(set(names)) == 2 * (1 + 2 * 8) + 2
     assert all(r.config["optim"]["iterations"] == settings["iterations"] for r in runs)
     teacher = runs[0]
     assert teacher.config["mode"] == "teacher" and teacher.teacher is None
@@ -45,6 +47,23 @@ def test_calibration_runs_follow_the_first_familys_table1_seeds():
     assert names[5:7] == ["indexnet/ppid-softmax/0", "indexnet/ppid-positions/0"]  # after both seeds' pairs
     assert names[7] == "gca/teacher/0"
     assert len(names) == len(runs) + 2
+
+
+def test_cross_family_student_distils_from_the_other_familys_teacher():
+    runs, _, _ = make_plan((1,), ("gca", "indexnet"), (0,), "smoke")
+    by_name = dict(zip(_names(runs), runs))
+    cross, same = by_name["indexnet/ppid_from_gca/0"], by_name["indexnet/ppid/0"]
+    assert _names(runs)[-1] == "indexnet/ppid_from_gca/0"  # after both families' Table 1 runs
+    assert cross.teacher == "runs/gca/teacher/seed0" and cross.teacher_family == "gca"
+    assert cross.config["distill"]["teacher"] == "runs/gca/teacher/seed0/model_best.safetensors"
+    assert cross.config["distill"]["cross_family"] is True and same.config["distill"]["cross_family"] is False
+    # the same student and weights as the same-family PPID run otherwise; another teacher, another hash
+    assert {k: v for k, v in cross.config["distill"].items() if k not in ("teacher", "cross_family")} == \
+        {k: v for k, v in same.config["distill"].items() if k not in ("teacher", "cross_family")}
+    assert cross.hash != same.hash
+    for tables, families in (((1,), ("indexnet",)), ((3,), ("indexnet", "gca")), ((1,), ("gca", "dim"))):
+        planned, _, _ = make_plan(tables, families, (0,), "smoke")
+        assert not any(r.variant.startswith("ppid_from_") for r in planned)
 
 
 def test_table5_weights_per_family():
@@ -221,6 +240,16 @@ def test_reproduce_runs_reports_skips_and_resumes(tiny_budget, tmp_path, monkeyp
     capsys.readouterr()
     assert _reproduce(out) == 0
     assert "0 runs trained" in capsys.readouterr().out
+
+
+def test_only_trains_the_named_runs_and_reports_the_whole_plan(tiny_budget, tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert _reproduce(out, "--only", "runs/indexnet/teacher/seed0,runs/indexnet/nope/seed0") == 2
+    assert "--only: runs/indexnet/nope/seed0 not in this plan" in capsys.readouterr().err
+    assert _reproduce(out, "--only", "runs/indexnet/teacher/seed0") == 0
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    assert [status(r, out) for r in runs] == ["done", "pending", "pending"]
+    assert "1 of 3 planned runs finished" in (out / "tables.md").read_text()
 
 
 def test_dry_run_prints_every_run_with_an_estimate_and_trains_nothing(tiny_budget, tmp_path, capsys):

@@ -36,6 +36,9 @@ def add_arguments(parser):
     parser.add_argument("--iterations", type=int, help="override the budget's iterations for every run")
     parser.add_argument("--fit", type=float, metavar="SECONDS", help="choose the iterations so that the pending runs fit in SECONDS (from a timing probe)")
     parser.add_argument("--synth-version", type=int, default=2, choices=(1, 2), help="procedural benchmark version (default 2)")
+    parser.add_argument("--only", metavar="FOLDER[,FOLDER]",
+                        help="train only these runs of the plan (e.g. runs/indexnet/ppid/seed1; --dry-run lists them); "
+                             "the report still covers the whole plan")
     parser.add_argument("--max-runs", type=int, help="stop after this many runs (the plan resumes on the next invocation)")
     parser.add_argument("--calibrate-ald", action="store_true",
                         help="also train the first family's seed-0 PPID student under every distill.attention_norm reading; "
@@ -59,11 +62,12 @@ def run(args):
         return runs, settings, data
 
     runs, settings, data = plan(args.iterations)
+    only = _only(args.only, runs)
     if args.report_only:
         return _report(root, runs, settings, data, tables, families, seeds, args.budget)
 
     states = {run.folder: status(run, root) for run in runs}
-    pending = [run for run in runs if states[run.folder] != "done"]
+    pending = [run for run in runs if states[run.folder] != "done" and run.folder in only]
     if args.fit is not None or args.dry_run:
         from .probe import estimate, fit_iterations
 
@@ -77,7 +81,7 @@ def run(args):
                   f"(continue this plan with --iterations {iterations})")
             runs, settings, data = plan(iterations)
             states = {run.folder: status(run, root) for run in runs}
-            pending = [run for run in runs if states[run.folder] != "done"]
+            pending = [run for run in runs if states[run.folder] != "done" and run.folder in only]
             costs, _, _ = estimate(pending, settings, log=lambda *_: None) if pending else ({}, None, None)
         if args.dry_run:
             _print_plan(runs, states, costs, settings)
@@ -89,7 +93,7 @@ def run(args):
     by_folder = {run.folder: run for run in runs}
     started, done_now = time.time(), 0
     for i, run in enumerate(runs, 1):
-        if status(run, root) == "done" or adopt(run, root):
+        if run.folder not in only or status(run, root) == "done" or adopt(run, root):
             continue
         if args.max_runs is not None and done_now >= args.max_runs:
             print(f"reproduce: stopping after {done_now} runs (--max-runs); run the same command again to continue")
@@ -106,6 +110,18 @@ def run(args):
     _report(root, runs, settings, data, tables, families, seeds, args.budget)
     print(f"reproduce: {done_now} runs trained in {time.time() - started:.0f}s; report in {root / 'tables.md'}")
     return 0
+
+
+def _only(text, runs):
+    """The run folders --only names (all of the plan's without it); a name not in the plan is an error."""
+    folders = [run.folder for run in runs]
+    if text is None:
+        return set(folders)
+    named = [f.strip().strip("/") for f in text.split(",") if f.strip()]
+    unknown = [f for f in named if f not in folders]
+    if unknown or not named:
+        raise PpidError(f"--only: {', '.join(unknown) or 'nothing named'} not in this plan; its runs: {', '.join(folders)}")
+    return set(named)
 
 
 def _report(root, runs, settings, data, tables, families, seeds, budget, quiet=False):

@@ -46,6 +46,12 @@ VARIANTS = {  # variant -> (mode, distill.semantic, distill.local)
     "ald_a": ("ppid", "clsd", "ald_a"),
 }
 
+# Beyond the paper (issue 13): PPID students distilled from another family's teacher through 1x1
+# adapters (distill/adapt.py), as (student family, teacher family). Planned with Table 1 when both
+# families are, after both families' Table 1 runs; variant "ppid_from_<teacher family>".
+CROSS_FAMILY = (("indexnet", "gca"),)
+CROSS_PREFIX = "ppid_from_"
+
 # Budgets: data sizes and one schedule for every run. cpu_small fits the issue-11 plan (Table 1 x 3
 # families, Tables 3/4/6 for IndexNet, 3 seeds) in about 6 hours of 2 CPU cores with bf16.
 BUDGETS = {
@@ -88,6 +94,11 @@ class Run(NamedTuple):
     @property
     def folder(self):
         return f"runs/{self.family}/{self.variant}/seed{self.seed}"
+
+    @property
+    def teacher_family(self):
+        """The family of the teacher this run distils from (None for teachers and baselines)."""
+        return self.teacher.split("/")[1] if self.teacher else None
 
     @property
     def kind(self):
@@ -144,11 +155,13 @@ def run_config(family, variant, seed, settings, teacher_folder=None):
     if variant == "teacher":
         cfg = load_config(f"{family}_teacher")
     else:
-        mode, semantic, local = VARIANTS[variant]
+        cross = variant.startswith(CROSS_PREFIX)
+        mode, semantic, local = VARIANTS["ppid" if cross else variant]
         cfg = load_config(f"{family}_{'student' if mode == 'student' else 'ppid'}", {"distill": {"teacher": "set below"}})
         cfg["mode"] = mode
         if mode == "ppid":
-            cfg["distill"].update(semantic=semantic, local=local, teacher=f"{teacher_folder}/model_best.safetensors")
+            cfg["distill"].update(semantic=semantic, local=local, teacher=f"{teacher_folder}/model_best.safetensors",
+                                  cross_family=cross)
         else:
             cfg["distill"]["teacher"] = None
     cfg["name"] = f"{family}_{variant}_seed{seed}"
@@ -164,7 +177,8 @@ def run_config(family, variant, seed, settings, teacher_folder=None):
 
 def make_plan(tables=TABLES, families=FAMILIES, seeds=(0, 1, 2), budget="cpu_small", iterations=None, synth_version=2):
     """The runs in execution order: Table 1 for every family first (teacher, then baseline and
-    PPID per seed, so paired results land early), then each family's ablation students."""
+    PPID per seed, so paired results land early; a CROSS_FAMILY student once both of its families'
+    Table 1 runs are planned), then each family's ablation students."""
     tables = sorted(set(tables))
     unknown = set(tables) - set(TABLE_VARIANTS)
     if unknown:
@@ -176,10 +190,10 @@ def make_plan(tables=TABLES, families=FAMILIES, seeds=(0, 1, 2), budget="cpu_sma
     data = data_spec(settings, synth_version)
     runs, teachers = [], {}
 
-    def add(family, variant, seed):
+    def add(family, variant, seed, teacher_family=None):
         if any(r.family == family and r.variant == variant and r.seed == seed for r in runs):
             return
-        teacher = teachers.get(family)
+        teacher = teachers.get(teacher_family or family)
         cfg = run_config(family, variant, seed, settings, teacher.folder if teacher else None)
         distils = cfg["mode"] == "ppid"
         runs.append(Run(family, variant, seed, cfg, run_hash(cfg, data, teacher.hash if distils else None), teacher.folder if distils else None))
@@ -197,6 +211,10 @@ def make_plan(tables=TABLES, families=FAMILIES, seeds=(0, 1, 2), budget="cpu_sma
     for family in families:
         add(family, "teacher", 0)
         students(family, first)
+        for student, teacher in CROSS_FAMILY:
+            if first and {student, teacher} <= set(teachers) and family in (student, teacher):
+                for seed in seeds:
+                    add(student, CROSS_PREFIX + teacher, seed, teacher_family=teacher)
     for family in families:
         students(family, rest)
     return runs, settings, data

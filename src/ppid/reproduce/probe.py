@@ -34,7 +34,7 @@ def time_training(run, settings, steps=3):
     amp = autocast_dtype(cfg["train"]["amp"], device)
     torch.manual_seed(0)
     model = build(family, "teacher" if kind == "teacher" else "student", cross_layer=kind == "ppid" and cfg["distill"]["semantic"] == "clsd")
-    teacher = build(family, "teacher").to(device).eval().requires_grad_(False) if kind == "ppid" else None
+    teacher = build(run.teacher_family, "teacher").to(device).eval().requires_grad_(False) if kind == "ppid" else None
     n, s = settings["batch_size"], settings["size"]
     g = torch.Generator().manual_seed(0)
     batch = {
@@ -78,8 +78,9 @@ def time_evaluation(family, settings, repeats=2):
 
 
 def cost_key(run):
-    """Runs that cost the same per step: family, kind, and whether the student has connectors."""
-    return run.family, run.kind, run.config["distill"]["semantic"] if run.kind == "ppid" else None
+    """Runs that cost the same per step: family, kind, whether the student has connectors, and the
+    teacher's family."""
+    return run.family, run.kind, run.config["distill"]["semantic"] if run.kind == "ppid" else None, run.teacher_family
 
 
 def estimate(runs, settings, steps=3, log=print):
@@ -89,7 +90,8 @@ def estimate(runs, settings, steps=3, log=print):
         key = cost_key(run)
         if key not in step_cost:
             step_cost[key] = time_training(run, settings, steps)
-            log(f"probe: {run.family} {run.kind}{'/' + key[2] if key[2] else ''}: first step {step_cost[key][0]:.2f}s, "
+            source = f" from {key[3]}" if key[3] not in (None, run.family) else ""
+            log(f"probe: {run.family} {run.kind}{'/' + key[2] if key[2] else ''}{source}: first step {step_cost[key][0]:.2f}s, "
                 f"then {step_cost[key][1]:.3f}s/step")
         if run.family not in eval_cost:
             eval_cost[run.family] = time_evaluation(run.family, settings)

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..evaluate import gap_closed
 from ..io import atomic_path
 from .paper import GROUPS, METRICS, PAPER
-from .plan import RESULT, SELECTION, TABLE_VARIANTS
+from .plan import CROSS_FAMILY, CROSS_PREFIX, RESULT, SELECTION, TABLE_VARIANTS
 
 TITLES = {
     1: "Table 1: teacher (trimap) / trimap-free baseline / PPID student (whole image)",
@@ -22,12 +22,13 @@ TITLES = {
     4: "Table 4: local distillation ablation, all rows with CLSD (transition region)",
     6: "Table 6: ALD's two terms, all rows with CLSD (transition region)",
 }
-ROWS = {1: ("teacher", "baseline", "ppid"), 3: TABLE_VARIANTS[3], 4: TABLE_VARIANTS[4], 6: TABLE_VARIANTS[6]}
+CROSS_ROWS = tuple(CROSS_PREFIX + teacher for _, teacher in CROSS_FAMILY)  # beyond the paper, Table 1
+ROWS = {1: ("teacher", "baseline", "ppid") + CROSS_ROWS, 3: TABLE_VARIANTS[3], 4: TABLE_VARIANTS[4], 6: TABLE_VARIANTS[6]}
 LABELS = {
     "teacher": "teacher (trimap)", "baseline": "baseline", "ppid": "PPID (CLSD + ALD)",
     "noclsd": "ALD only (no SD/CLSD)", "sd": "SD + ALD", "noald": "CLSD only (no LD/ALD)",
     "ld": "CLSD + LD", "ald_f": "CLSD + L^f", "ald_a": "CLSD + L^a",
-}
+} | {row: f"PPID from the {row[len(CROSS_PREFIX):].upper()} teacher (cross-family; not in the paper)" for row in CROSS_ROWS}
 NAMES = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn"}
 REGION = {1: "whole", 3: "whole", 4: "transition", 6: "transition"}
 # The reference row each table's paired differences are taken against, and the paper's claimed
