@@ -250,6 +250,10 @@ def test_only_trains_the_named_runs_and_reports_the_whole_plan(tiny_budget, tmp_
     runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
     assert [status(r, out) for r in runs] == ["done", "pending", "pending"]
     assert "1 of 3 planned runs finished" in (out / "tables.md").read_text()
+    capsys.readouterr()
+    assert _reproduce(out, "--only", "runs/indexnet/ppid/seed0", "--dry-run") == 0
+    text = capsys.readouterr().out
+    assert "3 runs, 1 to train" in text and "not --only" in text
 
 
 def test_dry_run_prints_every_run_with_an_estimate_and_trains_nothing(tiny_budget, tmp_path, capsys):

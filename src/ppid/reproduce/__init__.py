@@ -84,7 +84,7 @@ def run(args):
             pending = [run for run in runs if states[run.folder] != "done" and run.folder in only]
             costs, _, _ = estimate(pending, settings, log=lambda *_: None) if pending else ({}, None, None)
         if args.dry_run:
-            _print_plan(runs, states, costs, settings)
+            _print_plan(runs, states, costs, settings, only)
             return 0
 
     root.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def _report(root, runs, settings, data, tables, families, seeds, budget, quiet=F
     return 0
 
 
-def _print_plan(runs, states, costs, settings):
+def _print_plan(runs, states, costs, settings, only):
     print(f"{'run':40s} {'status':8s} {'estimate':>10s}")
     total = 0.0
     for run in runs:
@@ -141,7 +141,9 @@ def _print_plan(runs, states, costs, settings):
         if states[run.folder] != "done" and seconds is not None:
             total += seconds
         shown = "-" if states[run.folder] == "done" or seconds is None else f"{seconds / 60:.1f} min"
+        if run.folder not in only and states[run.folder] != "done":
+            shown = "not --only"
         print(f"{run.folder:40s} {states[run.folder]:8s} {shown:>10s}")
-    pending = sum(states[r.folder] != "done" for r in runs)
+    pending = sum(states[r.folder] != "done" and r.folder in only for r in runs)
     print(f"{len(runs)} runs, {pending} to train, {settings['iterations']} iterations each at {settings['size']} px, "
           f"batch {settings['batch_size']}: about {total / 3600:.1f} h on this machine (probe estimate)")
