@@ -2,7 +2,6 @@
 resuming interrupted ones, and the report built from fixture results."""
 
 import json
-from pathlib import Path
 
 import pytest
 
