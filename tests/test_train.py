@@ -240,6 +240,34 @@ def test_distillation_ratios_logged_from_the_first_step_and_dominant_terms_warne
     assert "ald_f" in warned and len(warned) == len(set(warned))  # once per term, not at every log step
 
 
+def test_a_dead_alpha_head_is_reported_once(dataset, tmp_path, monkeypatch, capsys):
+    """IndexNet's one-channel BN + ReLU6 head can die (a cpu_small PPID seed did): alpha is then
+    0.5 everywhere and never trains again. The log and the console say so at the next log step."""
+    import ppid.train as engine
+
+    def dead_head(*args, **kwargs):
+        model = build(*args, **kwargs)
+        with torch.no_grad():
+            model.head[0][1].bias.fill_(-1e3)  # BN shift far below zero: ReLU6 outputs 0, no gradient
+        return model
+
+    monkeypatch.setattr(engine, "build", dead_head)
+    cfg = tiny(dataset, tmp_path / "dead", mode="student", optim={"iterations": 3})
+    train(load_config(None, cfg))
+    log = [json.loads(line) for line in (tmp_path / "dead" / "log.jsonl").read_text().splitlines()]
+    events = [r for r in log if r.get("event") == "alpha_constant"]
+    assert len(events) == 1 and events[0]["step"] == 1 and events[0]["alpha"] == pytest.approx(0.5)
+    assert all(r["alpha_range"] == 0 for r in log if "event" not in r)
+    err = capsys.readouterr()
+    assert (err.out + err.err).count("the predicted alpha is constant") == 1
+
+    monkeypatch.setattr(engine, "build", build)  # a healthy network: no event
+    train(load_config(None, tiny(dataset, tmp_path / "alive", mode="student", optim={"iterations": 2})))
+    log = [json.loads(line) for line in (tmp_path / "alive" / "log.jsonl").read_text().splitlines()]
+    assert not [r for r in log if r.get("event") == "alpha_constant"]
+    assert all(r["alpha_range"] > 1e-3 for r in log if "event" not in r)
+
+
 @pytest.mark.parametrize("family", ["dim", "indexnet", "gca"])
 def test_cpu_bf16_autocast_losses_agree_with_float32(family, teachers):
     from ppid.train import autocast_dtype

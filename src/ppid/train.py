@@ -299,6 +299,9 @@ def autocast_dtype(amp, device):
 
 
 RATIO_WARN = 10.0
+# A batch whose predicted alpha spans less than this is constant: a dead output head (IndexNet's
+# one-channel BN + ReLU6 before its last conv can die, leaving sigmoid(0) = 0.5 everywhere).
+ALPHA_CONSTANT = 1e-3
 
 
 def distill_ratios(terms):
@@ -581,6 +584,14 @@ def _train(cfg, resume, stop, on_exit):
             floats = _floats(terms)
             ratios = distill_ratios(floats)
             record = {"step": done, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": seen / max(elapsed, 1e-9), **floats, **ratios}
+            record["alpha_range"] = float((out.alpha.max() - out.alpha.min()).detach())
+            if record["alpha_range"] < ALPHA_CONSTANT and "alpha_constant" not in warned and is_main:
+                warned.add("alpha_constant")
+                level = float(out.alpha.mean().detach())
+                logger.log({"event": "alpha_constant", "step": done, "alpha": level})
+                write_line(f"warning: step {done}: the predicted alpha is constant ({level:.4f} over the "
+                           "whole batch): the network's output head has died and the alpha loss no longer trains it "
+                           "(docs/training.md, 'A dead alpha head'); this run will not recover")
             loud = {k[6:]: round(v, 1) for k, v in ratios.items() if v > RATIO_WARN and k not in warned}
             if loud and is_main:
                 warned.update(f"ratio_{k}" for k in loud)
