@@ -275,6 +275,7 @@ def test_cpu_bf16_autocast_losses_agree_with_float32(family, teachers):
     if autocast_dtype("bf16", torch.device("cpu")) is None:
         pytest.skip("this CPU has no native bf16: training runs float32 here")
     cfg = load_config(None, {"mode": "ppid", "model": {"family": family}, "distill": {"teacher": str(teachers[family])}})
+    torch.manual_seed(0)  # the student's init: the measured agreement below is for this one, whatever ran before
     model, teacher = build_models(cfg, torch.device("cpu"))
     batch = _batch(size=64)
     objective = Objective(model, cfg, [f.shape[1] for f in teacher(batch["image"], batch["trimap"]).enc]).eval()
@@ -283,7 +284,7 @@ def test_cpu_bf16_autocast_losses_agree_with_float32(family, teachers):
         with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             t_out = teacher(batch["image"], batch["trimap"])
             terms[dtype] = {k: v.item() for k, v in objective(batch, t_out)[0].items()}
-    # measured: every term within 0.7% (DIM's ald_a), the total within 0.03%
+    # measured with seed 0: every term within 0.8% (DIM), the total within 0.03%
     for name, value in terms[None].items():
         assert terms[torch.bfloat16][name] == pytest.approx(value, rel=2e-2, abs=1e-6), name
     assert terms[torch.bfloat16]["total"] == pytest.approx(terms[None]["total"], rel=2e-3)
