@@ -1,5 +1,5 @@
-"""What every benchmark records beside its numbers: the machine, its load, the command, and the
-JSON file itself.
+"""What every benchmark records beside its numbers: the machine, its load, and the JSON file itself
+(the command line comes from `ppid.io.command_line`, which the experiments share).
 
 The scripts run as `python benchmarks/x.py`, so this folder is on sys.path and they import it as
 `from common import ...`.
@@ -11,7 +11,7 @@ import platform
 import sys
 from pathlib import Path
 
-from ppid.io import atomic_path, command_line  # noqa: F401 (the benchmarks import it from here)
+from ppid.io import atomic_path
 
 
 def cpu_model():

@@ -22,9 +22,9 @@ import torch
 
 from ppid.data.augment import BatchAugmenter, TrainDataset, load_bank
 from ppid.data.datasets import find_source
-from ppid.io import write_image
+from ppid.io import command_line, write_image
 
-from common import LoadAverage, command_line, machine_info, write_result
+from common import LoadAverage, machine_info, write_result
 
 
 def write_dataset(root, n_fg, n_bg, seed=0):

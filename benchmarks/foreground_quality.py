@@ -36,9 +36,9 @@ import torch
 
 from ppid.data.synth import make_background, make_foreground, synthesize
 from ppid.foreground import estimate_foreground, estimate_foreground_torch, foreground_error
-from ppid.io import read_alpha, read_image
+from ppid.io import command_line, read_alpha, read_image
 
-from common import LoadAverage, command_line, machine_info, write_result
+from common import LoadAverage, machine_info, write_result
 
 SEEDS = (7, 23, 11)
 GROUPS = ("transparent", "non-transparent", "all")

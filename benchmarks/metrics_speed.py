@@ -27,8 +27,9 @@ import scipy
 from scipy import ndimage
 
 from ppid import metrics
+from ppid.io import command_line
 
-from common import LoadAverage, command_line, machine_info, write_result
+from common import LoadAverage, machine_info, write_result
 
 NAMES = (*metrics.METRICS, "all_four")
 

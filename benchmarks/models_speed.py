@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ppid.io import command_line
 from ppid.models import build, count_parameters, list_models
 
-from common import LoadAverage, command_line, machine_info, write_result
+from common import LoadAverage, machine_info, write_result
 
 
 def count_macs(model, *inputs):

@@ -40,11 +40,11 @@ import torch
 
 import ppid.models.indexnet as indexnet
 from ppid.export import calibration_feeds, export_onnx, inference_session, quantize_int8
-from ppid.io import list_images, read_alpha, read_image
+from ppid.io import command_line, list_images, read_alpha, read_image
 from ppid.metrics import sad
 from ppid.models import build, load_model
 
-from common import LoadAverage, command_line, machine_info, write_result
+from common import LoadAverage, machine_info, write_result
 
 
 @contextlib.contextmanager

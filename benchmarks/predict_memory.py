@@ -28,10 +28,10 @@ import torch
 from PIL import Image
 
 import ppid
-from ppid.io import read_alpha
+from ppid.io import command_line, read_alpha
 from ppid.models import build, save_model
 
-from common import LoadAverage, command_line, machine_info, write_result
+from common import LoadAverage, machine_info, write_result
 
 RUNS = ("before", "whole", "default")
 THIS_SRC = Path(ppid.__file__).resolve().parents[1]

@@ -32,9 +32,9 @@ import numpy as np
 from PIL import Image
 
 from ppid.data.synth import VERSIONS, synthesize
-from ppid.io import read_alpha, read_image
+from ppid.io import command_line, read_alpha, read_image
 
-from common import LoadAverage, command_line, machine_info, write_result
+from common import LoadAverage, machine_info, write_result
 
 BAND = (0.05, 0.95)
 EDGE_STEP = 0.1  # a luminance step between neighbours this large is a sharp edge; grain rarely makes one

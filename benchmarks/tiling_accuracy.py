@@ -23,10 +23,11 @@ import torch
 import ppid
 from ppid.data.compose import composite
 from ppid.data.synth import make_background, make_foreground
+from ppid.io import command_line
 from ppid.metrics import sad
 from ppid.models import build, save_model
 
-from common import LoadAverage, command_line, machine_info, write_result
+from common import LoadAverage, machine_info, write_result
 
 SETTINGS = {
     "tile1280_overlap256": dict(tile=1280, overlap=256),

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 from ppid.config import load_config
+from ppid.io import command_line
 from ppid.models import build
 from ppid.train import autocast_dtype, forward_losses, make_objective
 
-from common import LoadAverage, command_line, machine_info, write_result
+from common import LoadAverage, machine_info, write_result
 
 
 def batches(args, device):
@@ -92,10 +93,10 @@ def time_modes(runs, args, device, amp):
     steps = {(mode, compiled): make_step(mode, args, device, amp, compiled) for mode, compiled in runs}
     times = {run: [] for run in runs}
     first = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     for i in range(args.warmup + args.steps):
         for run, step in steps.items():
-            if device.type == "cuda" and i == 0:
-                torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
             step()
             dt = time.perf_counter() - t0

@@ -199,6 +199,9 @@ def build_models(cfg, device):
     return model.to(device), teacher
 
 
+PROBE_SIZE = 64  # px of the zero images that size the distillation modules from the networks' taps
+
+
 class Objective(nn.Module):
     """The trained parameters (model + auxiliary GC blocks) and the loss; DDP wraps this."""
 
@@ -212,11 +215,10 @@ class Objective(nn.Module):
         self.d = dict(cfg["distill"])
         self.adapters = None
         if self.mode == "ppid" and self.d["cross_family"]:
-            size = [2 * n for n in teacher_probe.enc[0].shape[-2:]]  # the probe's size: enc[0] is at stride 2
             device = next(model.parameters()).device
             was_training = model.training
             with torch.no_grad():  # eval: batch-norm statistics stay untouched by the probe
-                student_probe = model.eval()(torch.zeros(1, 3, *size, device=device))
+                student_probe = model.eval()(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
             model.train(was_training)
             self.adapters = TapAdapters(student_probe, teacher_probe)
         self.clsd = None
@@ -251,20 +253,22 @@ class Objective(nn.Module):
 
 
 def make_objective(model, cfg, teacher=None):
-    """The Objective for `model`; with a teacher, sized from the teacher's output on a 64 px probe
+    """The Objective for `model`; with a teacher, sized from the teacher's output on a probe
     (its encoder widths for CLSD, its taps for cross-family adapters)."""
     enc_channels = teacher_probe = None
     if teacher is not None:
         device = next(teacher.parameters()).device
+        size = (1, 1, PROBE_SIZE, PROBE_SIZE)
         with torch.no_grad():
-            teacher_probe = teacher(torch.zeros(1, 3, 64, 64, device=device), torch.full((1, 1, 64, 64), 0.5, device=device), taps_only=True)
+            teacher_probe = teacher(torch.zeros(1, 3, *size[2:], device=device), torch.full(size, 0.5, device=device), taps_only=True)
         enc_channels = [f.shape[1] for f in teacher_probe.enc]
     return Objective(model, cfg, enc_channels, teacher_probe)
 
 
 def forward_losses(objective, teacher, batch, amp):
     """One training forward pass under autocast: the frozen teacher without gradients and only up to
-    its last distillation tap (its alpha is never read), then the objective (plain or DDP-wrapped). Returns (loss terms, student output, teacher output or None)."""
+    its last distillation tap (its alpha is never read), then the objective (plain or DDP-wrapped).
+    Returns (loss terms, student output, teacher output or None)."""
     with torch.autocast(batch["image"].device.type, dtype=amp, enabled=amp is not None):
         teacher_out = None
         if teacher is not None:
