@@ -239,3 +239,32 @@ def test_results_json_names_models_and_data_relative_to_itself(tmp_path, capsys)
     assert saved["models"] == {"baseline": "../student/model_best.safetensors"} and saved["data"] == "../data/test"
     assert str(tmp_path) not in text
     assert (out.parent / saved["models"]["baseline"]).resolve() == (exp / "student" / "model_best.safetensors").resolve()
+
+
+def test_a_collapsed_model_is_counted_and_warned_about(tmp_path, capsys):
+    """A dead alpha head predicts one value everywhere: the summary counts such images and the CLI
+    warns, so that its SAD is not read as the method's."""
+    import torch
+
+    from ppid.data.synth import synthesize
+    from ppid.data.testset import build_testset
+    from ppid.models import build, save_model
+
+    synthesize(tmp_path / "src", 3, seed=1, size=(64, 64), workers=1)
+    build_testset(tmp_path / "src" / "fg", tmp_path / "src" / "alpha", tmp_path / "src" / "bg", 1, tmp_path / "test",
+                  split=tmp_path / "src" / "split.txt")
+    torch.manual_seed(0)
+    alive, dead = build("indexnet", "student"), build("indexnet", "student")
+    with torch.no_grad():
+        dead.head[0][1].bias.fill_(-1e3)  # BN shift far below zero: ReLU6 outputs 0 everywhere
+    save_model(alive, tmp_path / "alive.safetensors")
+    save_model(dead, tmp_path / "dead.safetensors")
+    out = tmp_path / "summary.json"
+    assert main(["evaluate", "--model", str(tmp_path / "alive.safetensors"), "--model", str(tmp_path / "dead.safetensors"),
+                 "--label", "alive", "--label", "dead", "--data", str(tmp_path / "test"), "--device", "cpu",
+                 "--json", str(out)]) == 0
+    summaries = json.loads(out.read_text())["summaries"]
+    assert summaries["dead"]["constant_predictions"] == summaries["dead"]["count"] == 3
+    assert summaries["alive"]["constant_predictions"] == 0
+    text = capsys.readouterr().out
+    assert "warning: dead predicted a constant alpha for 3 of 3 images" in text and "warning: alive" not in text

@@ -152,6 +152,27 @@ def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
     assert json.loads((tmp_path / "tables.json").read_text())["runs_done"] == 7
 
 
+def test_report_lists_a_collapsed_run_apart_and_leaves_it_out_of_means_pairs_and_gap(tmp_path):
+    runs, settings, data = make_plan((1,), ("indexnet",), (0, 1, 2), "smoke")
+    for run in runs:
+        result = _fixture_result(run, *SAD[(run.variant, run.seed)])
+        result["test"] |= {"count": 10, "constant_predictions": 3}  # some constant images: healthy
+        if (run.variant, run.seed) == ("ppid", 1):
+            result["test"] |= {"constant_predictions": 10}  # every image: a dead alpha head
+        (tmp_path / run.folder).mkdir(parents=True)
+        (tmp_path / run.folder / RESULT).write_text(json.dumps(result))
+    doc = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
+    fam = doc["tables"]["1"]["families"]["indexnet"]
+    ppid = fam["rows"]["ppid"]
+    assert ppid["seeds"] == [0, 2] and list(ppid["collapsed"]) == [1]
+    assert ppid["stats"]["whole"]["transparent"]["sad"]["mean"] == pytest.approx(6.5)  # seeds 0 and 2
+    assert fam["paired"]["ppid - baseline"]["transparent"]["n"] == 2
+    assert fam["gap_closed"]["transparent"]["ours"] == pytest.approx((11 - 6.5) / (11 - 2))
+    md = (tmp_path / "tables.md").read_text()
+    assert "| 2 (+1 collapsed) |" in md and "Collapsed (one alpha value on every test image" in md
+    assert "PPID (CLSD + ALD) seed 1 (whole SAD 7.00)" in md
+
+
 def test_report_ignores_results_of_another_config(tmp_path):
     runs, settings, data = make_plan((1,), ("indexnet",), (0,), "smoke")
     run = runs[1]
@@ -228,6 +249,8 @@ def test_reproduce_runs_reports_skips_and_resumes(tiny_budget, tmp_path, monkeyp
     result = json.loads((out / runs[1].folder / RESULT).read_text())
     assert result["selection"].startswith("val-best") and result["test"]["count"] == 2
     assert result["config"]["data"]["val_root"] == "data/val"  # relative: no machine paths
+    assert str(out) not in (out / runs[1].folder / "config.json").read_text()
+    assert isinstance(result["test"]["constant_predictions"], int)
     md = (out / "tables.md").read_text()
     assert "3 of 3 planned runs finished" in md and (out / "table1.png").is_file()
     assert (out / ".gitignore").read_text().count("*.safetensors") == 1
@@ -239,6 +262,26 @@ def test_reproduce_runs_reports_skips_and_resumes(tiny_budget, tmp_path, monkeyp
     capsys.readouterr()
     assert _reproduce(out) == 0
     assert "0 runs trained" in capsys.readouterr().out
+
+
+def test_re_evaluate_adds_the_new_fields_and_keeps_the_rest(tiny_budget, tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert _reproduce(out, "--only", "runs/indexnet/teacher/seed0,runs/indexnet/baseline/seed0") == 0
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    teacher, baseline = (out / runs[0].folder / RESULT), (out / runs[1].folder / RESULT)
+    before = json.loads(baseline.read_text())
+    old = dict(before, test={k: v for k, v in before["test"].items() if k != "constant_predictions"})
+    baseline.write_text(json.dumps(old))  # a result from before the field existed
+    (out / runs[0].folder / "model_best.safetensors").unlink()  # weights not on this machine
+    teacher_before = teacher.read_text()
+    capsys.readouterr()
+    assert _reproduce(out, "--re-evaluate") == 0
+    assert json.loads(baseline.read_text()) == before  # same weights, same evaluation
+    assert teacher.read_text() == teacher_before
+    assert "kept the results of 1 runs" in capsys.readouterr().out
+    (out / runs[1].folder / "model_best.safetensors").write_bytes(b"other weights")
+    assert _reproduce(out, "--re-evaluate") == 2
+    assert "SHA-256 differs" in capsys.readouterr().err
 
 
 def test_only_trains_the_named_runs_and_reports_the_whole_plan(tiny_budget, tmp_path, capsys):

@@ -21,7 +21,7 @@ import numpy as np
 from . import PpidError
 from .data.datasets import read_split
 from .io import atomic_path, list_images, read_alpha, read_trimap
-from .metrics import CONN_STEP, GRAD_SIGMA, METRICS, REGIONS, UNITS, metrics_by_region
+from .metrics import CONN_STEP, GRAD_SIGMA, METRICS, REGIONS, UNITS, as_matte, metrics_by_region
 
 ALL = "all"  # summary key of the whole-test-set row
 PAPER_GROUPS = ("transparent", "non-transparent")  # listed first, in the paper's order
@@ -345,13 +345,22 @@ def predict_testset(model, testset, device, max_items=None, amp=None, refiner=No
     return rows
 
 
+def is_constant(alpha):
+    """True when a matte takes a single 8-bit value everywhere: what a dead alpha head predicts."""
+    matte = as_matte(alpha)
+    return bool(matte.min() == matte.max())
+
+
 def evaluate_model(model, testset, device, max_items=None, amp=None, refiner=None, rule=None):
     """Summary of one model on a built test set: whole image, and transition region when the test
-    set has trimaps."""
+    set has trimaps. `constant_predictions` counts the images it predicted one alpha value for;
+    equal to `count`, the model has collapsed (the metrics then measure a constant matte)."""
     rows = predict_testset(model, testset, device, max_items, amp, refiner, rule)
     region = "both" if all(r[3] is not None for r in rows) else "whole"
     clamping = "trimap" if model.role == "teacher" else "derived trimap" if refiner is not None else "none"
-    return evaluate_arrays(rows, region=region, clamping=clamping)[1]
+    summary = evaluate_arrays(rows, region=region, clamping=clamping)[1]
+    summary["constant_predictions"] = sum(is_constant(r[1]) for r in rows)
+    return summary
 
 
 def add_arguments(parser):
@@ -423,6 +432,10 @@ def _run_models(args):
         if refiner is not None and model.role == "student":
             summaries[f"{label} -> refine"] = evaluate_model(model, testset, device, refiner=refiner, rule=rule)
     print(format_comparison(summaries))
+    for label, summary in summaries.items():
+        if summary["constant_predictions"]:
+            print(f"warning: {label} predicted a constant alpha for {summary['constant_predictions']} of "
+                  f"{summary['count']} images (a dead alpha head when it is all of them)")
     if args.json:
         where = args.json.parent
         models = {label: relative_to_folder(p, where) for label, p in zip(labels, args.model)}

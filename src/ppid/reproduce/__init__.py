@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import PpidError
 from .calibrate import calibration_runs, with_calibration, write_calibration
-from .plan import BUDGETS, FAMILIES, TABLES, adopt, execute, make_plan, prepare_data, status
+from .plan import BUDGETS, FAMILIES, TABLES, adopt, execute, make_plan, prepare_data, reevaluate, status
 
 GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
     "data/\n*.safetensors\n*.pt\nimages/\ntb/\n"
@@ -45,6 +45,9 @@ def add_arguments(parser):
                              "DIR/calibration.md compares them on the validation split")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and a time estimate from a short probe; train nothing")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs; train nothing")
+    parser.add_argument("--re-evaluate", action="store_true",
+                        help="evaluate the finished runs' weights on the test set again (after the evaluation gained a "
+                             "field), then rewrite the report; train nothing")
 
 
 def run(args):
@@ -65,6 +68,8 @@ def run(args):
     only = _only(args.only, runs)
     if args.report_only:
         return _report(root, runs, settings, data, tables, families, seeds, args.budget)
+    if args.re_evaluate:
+        return _reevaluate(root, [run for run in runs if run.folder in only], runs, settings, data, tables, families, seeds, args.budget)
 
     states = {run.folder: status(run, root) for run in runs}
     pending = [run for run in runs if states[run.folder] != "done" and run.folder in only]
@@ -122,6 +127,19 @@ def _only(text, runs):
     if unknown or not named:
         raise PpidError(f"--only: {', '.join(unknown) or 'nothing named'} not in this plan; its runs: {', '.join(folders)}")
     return set(named)
+
+
+def _reevaluate(root, chosen, runs, settings, data, tables, families, seeds, budget):
+    done = [run for run in chosen if status(run, root) == "done"]
+    skipped = []
+    for i, run in enumerate(done, 1):
+        print(f"reproduce: re-evaluating [{i}/{len(done)}] {run.folder}", flush=True)
+        if not reevaluate(run, root):
+            skipped.append(run.folder)
+    if skipped:
+        print(f"reproduce: kept the results of {len(skipped)} runs whose weights (or GPU) are not on this machine: "
+              + ", ".join(skipped))
+    return _report(root, runs, settings, data, tables, families, seeds, budget)
 
 
 def _report(root, runs, settings, data, tables, families, seeds, budget, quiet=False):

@@ -309,11 +309,63 @@ def execute(run, root, runs_by_folder, log=print):
     finally:  # an interrupted run's time counts too
         spent += time.time() - started
         spent_file.write_text(f"{spent:.1f}\n")
+    record_relative(folder, root)
     result = evaluate_run(run, root, outcome)
     result["train_wall_s"] = round(spent, 1)
     with atomic_path(folder / RESULT) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def record_relative(folder, root):
+    """Rewrite the run's config.json and log.jsonl with its paths relative to the plan folder:
+    training needs this machine's paths, the committed record must not carry them."""
+    prefix = str(Path(root).resolve()) + "/"
+
+    def strip(value):
+        if isinstance(value, str):
+            return value[len(prefix):] if value.startswith(prefix) else value
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    config, log = Path(folder) / "config.json", Path(folder) / "log.jsonl"
+    if config.is_file():
+        with atomic_path(config) as tmp:
+            tmp.write_text(json.dumps(strip(json.loads(config.read_text())), indent=2))
+    if log.is_file():
+        lines = [json.dumps(strip(json.loads(line))) for line in log.read_text().splitlines() if line.strip()]
+        with atomic_path(log) as tmp:
+            tmp.write_text("".join(line + "\n" for line in lines))
+
+
+def reevaluate(run, root):
+    """Evaluate a finished run's selected weights on the test set again, with today's evaluation
+    (new fields in the summary), keeping everything else of its result. The weights must be the
+    ones the result names (same SHA-256), on the kind of device that evaluated them; returns False
+    when either is not on this machine."""
+    import torch
+
+    from ..data.datasets import CompositeTestSet
+    from ..evaluate import evaluate_model
+    from ..models import load_model
+
+    folder = Path(root) / run.folder
+    path = folder / RESULT
+    result = json.loads(path.read_text())
+    weights = folder / ("model_best.safetensors" if result["selection"].startswith("val-best") else "model_last.safetensors")
+    on_gpu = result["device"] != "cpu"
+    if not weights.is_file() or (on_gpu and not torch.cuda.is_available()):
+        return False
+    if sha256_file(weights) != result["weights_sha256"]:
+        raise PpidError(f"{weights}: not the weights {path} was evaluated with (SHA-256 differs)")
+    device = torch.device("cuda" if on_gpu else "cpu")
+    result["test"] = evaluate_model(load_model(weights, device=device), CompositeTestSet(Path(root) / "data" / "test"), device)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    return True
 
 
 def evaluate_run(run, root, outcome):

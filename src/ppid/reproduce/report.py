@@ -49,6 +49,15 @@ def load_results(root, runs):
     return results
 
 
+def collapsed(result):
+    """True for a run whose selected model predicts one alpha value on every test image (a dead
+    alpha head). Its metrics measure a constant matte, not the method: the report lists it apart
+    and leaves it out of the means, the paired differences and the gap. Results evaluated before
+    the check (no `constant_predictions`) count as healthy until re-evaluated."""
+    constant = result["test"].get("constant_predictions")
+    return constant is not None and constant == result["test"]["count"]
+
+
 def _stats(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -71,12 +80,15 @@ def _metric(result, region, group, metric):
 def summarise_table(table, results, families, seeds):
     """The JSON block of one table: per family, rows, paired differences, gap and order."""
     out = {"title": TITLES[table], "primary_region": REGION[table], "families": {}}
+    dead = {key: r for key, r in results.items() if collapsed(r)}
+    results = {key: r for key, r in results.items() if key not in dead}
     for family in families:
         rows = {}
         for variant in ROWS[table]:
             row_seeds = [0] if variant == "teacher" else list(seeds)
             found = {s: results[(family, variant, s)] for s in row_seeds if (family, variant, s) in results}
-            if not found:
+            dead_seeds = {s: dead[(family, variant, s)] for s in row_seeds if (family, variant, s) in dead}
+            if not found and not dead_seeds:
                 continue
             stats = {
                 region: {
@@ -87,6 +99,7 @@ def summarise_table(table, results, families, seeds):
             }
             rows[variant] = {
                 "seeds": sorted(found),
+                "collapsed": {s: _metric(r, REGION[table], "all", "sad") for s, r in sorted(dead_seeds.items())},
                 "selection": sorted({r["selection"].split(" (")[0] for r in found.values()}),
                 "stats": stats,
                 "paper": PAPER[table][family].get(variant),
@@ -143,7 +156,7 @@ def _gap_closed(rows):
 
 def _order(table, rows):
     """Whether the mean SAD (primary region, whole test set) follows the paper's order."""
-    names = [v for v in ORDER[table] if v in rows]
+    names = [v for v in ORDER[table] if v in rows and rows[v]["seeds"]]
     if len(names) < len(ORDER[table]):
         return {"expected": list(ORDER[table]), "holds": None}
     means = [rows[v]["stats"][REGION[table]]["all"]["sad"]["mean"] for v in names]
@@ -175,7 +188,8 @@ def table_markdown(table, block):
         for variant, row in fam["rows"].items():
             stats = row["stats"][region]
             cells = [_fmt(stats[g][m], m) for g in groups for m in METRICS]
-            lines.append(f"| {LABELS[variant]} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+            count = f"{len(row['seeds'])}" + (f" (+{len(row['collapsed'])} collapsed)" if row["collapsed"] else "")
+            lines.append(f"| {LABELS[variant]} | {count} | " + " | ".join(cells) + " |")
             if row["paper"]:
                 paper = [_paper_fmt(row["paper"][g][m], m) for g in groups for m in METRICS]
                 lines.append("| *paper* | | " + " | ".join(paper) + " |")
@@ -185,6 +199,10 @@ def table_markdown(table, block):
             for v, r in fam["rows"].items()
         )
         lines += ["", f"SAD on the {other} {'image' if other == 'whole' else 'region'} (transparent / non-transparent / all): {sads}."]
+        dead = [f"{LABELS[v]} seed {seed} ({region} SAD {sad:.2f})" for v, r in fam["rows"].items() for seed, sad in r["collapsed"].items()]
+        if dead:
+            lines.append(f"Collapsed (one alpha value on every test image; left out of the means, the paired differences "
+                         f"and the gap): {'; '.join(dead)}.")
         for name, per_group in fam["paired"].items():
             parts = [f"{g} {d['mean']:+.2f} (wins {d['wins']}/{d['n']})" for g, d in per_group.items()]
             lines.append(f"Paired SAD difference {name}, per seed, {region}: " + "; ".join(parts) + ".")
@@ -217,6 +235,8 @@ def protocol(settings, data, results, seeds, budget):
         "seeds": list(seeds),
         "teacher_seed": 0,
         "selection": SELECTION,
+        "collapsed_runs": "a run whose selected model predicts one alpha value on every test image is listed apart, "
+                          "left out of the means, paired differences and gap (rule fixed before the runs it applies to)",
         "imagenet_init": False,
         "units": "SAD, Grad, Conn / 1000 as the DIM benchmark; the paper's images are ~1-2 Mpx, ours "
                  f"{data['synth_size']}^2, so absolute values are not comparable, only orders and shares",
@@ -256,7 +276,7 @@ def bar_chart(block, table, path):
     fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.6), squeeze=False)
     for ax, family in zip(axes[0], families):
         rows = block["families"][family]["rows"]
-        names = list(rows)
+        names = [v for v in rows if rows[v]["seeds"]]
         stats = [rows[v]["stats"][block["primary_region"]]["all"]["sad"] for v in names]
         xs = range(len(names))
         ax.bar(xs, [s["mean"] for s in stats], yerr=[s["std"] for s in stats], capsize=4, color="#8fb3d9", edgecolor="#2d5d8a")
