@@ -254,7 +254,7 @@ def test_a_collapsed_model_is_counted_and_warned_about(tmp_path, capsys):
     build_testset(tmp_path / "src" / "fg", tmp_path / "src" / "alpha", tmp_path / "src" / "bg", 1, tmp_path / "test",
                   split=tmp_path / "src" / "split.txt")
     torch.manual_seed(0)
-    alive, dead = build("indexnet", "student"), build("indexnet", "student")
+    alive, dead = build("indexnet", "student"), build("indexnet", "student", revision=1)  # 1: ReLU6 head
     with torch.no_grad():
         dead.head[0][1].bias.fill_(-1e3)  # BN shift far below zero: ReLU6 outputs 0 everywhere
     save_model(alive, tmp_path / "alive.safetensors")

@@ -174,3 +174,54 @@ def test_connectors_feed_the_next_stage():
         after = model(image)
     assert torch.equal(before.enc[0], after.enc[0]) and torch.equal(before.enc[1], after.enc[1])
     assert not torch.equal(before.enc[2], after.enc[2])
+
+
+def _flat_head_logits(model):
+    """The head's logits for a decoder output that is +1 on the left half and -1 on the right,
+    with weights set so that the head passes that sign on (BN in eval mode as an identity)."""
+    conv0, bn, _ = model.head[0]
+    with torch.no_grad():
+        conv0.weight.fill_(5.0 / (32 * 25))
+        bn.running_mean.zero_(), bn.running_var.fill_(1 - bn.eps), bn.weight.fill_(1), bn.bias.zero_()
+        model.head[1].weight.fill_(1.0 / 25)
+        y = torch.ones(1, 32, 16, 32)
+        y[..., 16:] = -1
+        return model.head.eval()(y)[0, 0, 8]
+
+
+def test_revision_2_head_predicts_both_sides_of_one_half_in_flat_regions():
+    """Revision 1's head ends in a one-channel ReLU6 (r >= 0) before its last conv: a flat region's
+    logit is r * sum(kernel), one sign on the whole image, and every revision-1 network we trained
+    predicted alpha <= ~0.52 everywhere. Revision 2 drops that ReLU6: logits take both signs."""
+    new, old = build("indexnet", "student"), build("indexnet", "student", revision=1)
+    assert new.build_args["revision"] == 2 and old.build_args["revision"] == 1
+    assert count_parameters(new) == count_parameters(old)
+    alpha_new, alpha_old = torch.sigmoid(_flat_head_logits(new)), torch.sigmoid(_flat_head_logits(old))
+    assert alpha_new[6] > 0.99 and alpha_new[25] < 0.01  # foreground and background
+    assert alpha_old[6] > 0.99 and alpha_old[25] == 0.5  # background out of reach
+    with pytest.raises(PpidError, match="revision 3"):
+        build("indexnet", "student", revision=3)
+
+
+def test_files_without_a_revision_load_as_revision_1(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from ppid.models import load_model, save_model
+
+    torch.manual_seed(0)
+    model = build("indexnet", "student", revision=1).eval()
+    save_model(model, tmp_path / "model.safetensors")
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    args = json.loads(meta["ppid_build"])
+    del args["revision"]  # what files written before revisions hold
+    save_file(load_file(str(tmp_path / "model.safetensors")), str(tmp_path / "old.safetensors"),
+              metadata=meta | {"ppid_build": json.dumps(args)})
+    old = load_model(tmp_path / "old.safetensors")
+    assert old.build_args["revision"] == 1
+    x = inputs(1)[0]
+    with torch.no_grad():
+        assert torch.equal(old(x).alpha, model(x).alpha)

@@ -201,6 +201,20 @@ def test_hash_ignores_logging_and_keys_added_later_at_their_default(monkeypatch)
     assert plan.run_hash(cfg, data, "teacher-a") != plan.run_hash(cfg, data, "teacher-b")
 
 
+def test_a_network_revision_changes_its_familys_hashes_only(monkeypatch):
+    """A fix that changes what a family's network computes (models/<family>.py REVISION) makes its
+    runs new runs; the other families' finished runs stay valid."""
+    import ppid.reproduce.plan as plan
+
+    runs, _, _ = make_plan((1,), ("indexnet", "gca"), (0,), "smoke")
+    before = {r.folder: r.hash for r in runs}
+    real = plan.revision
+    monkeypatch.setattr(plan, "revision", lambda family: 3 if family == "gca" else real(family))
+    runs, _, _ = make_plan((1,), ("indexnet", "gca"), (0,), "smoke")
+    changed = {r.folder for r in runs if r.hash != before[r.folder]}
+    assert changed == {r.folder for r in runs if r.family == "gca"} | {"runs/indexnet/ppid_from_gca/seed0"}
+
+
 # -- end to end, at a tiny budget -------------------------------------------------------------------
 TINY = {
     "device": "cpu", "synth_size": 64, "n_train": 4, "n_val": 2, "n_test": 2, "test_per_fg": 1,

@@ -241,12 +241,12 @@ def test_distillation_ratios_logged_from_the_first_step_and_dominant_terms_warne
 
 
 def test_a_dead_alpha_head_is_reported_once(dataset, tmp_path, monkeypatch, capsys):
-    """IndexNet's one-channel BN + ReLU6 head can die (a cpu_small PPID seed did): alpha is then
+    """IndexNet's revision-1 one-channel BN + ReLU6 head can die (a cpu_small PPID seed did): alpha is then
     0.5 everywhere and never trains again. The log and the console say so at the next log step."""
     import ppid.train as engine
 
     def dead_head(*args, **kwargs):
-        model = build(*args, **kwargs)
+        model = build(*args, revision=1, **kwargs)  # revision 1: the head with ReLU6, which can die
         with torch.no_grad():
             model.head[0][1].bias.fill_(-1e3)  # BN shift far below zero: ReLU6 outputs 0, no gradient
         return model

@@ -27,11 +27,22 @@ def list_models():
     return [(f, r, c) for f in FAMILIES for r, c in (("teacher", False), ("student", False), ("student", True))]
 
 
+def revision(family):
+    """The revision of a family's network. It changes when a fix changes what the network computes
+    (models/<family>.py says how); model files record it, and the reproduction plan does not reuse
+    results of an earlier revision."""
+    if family not in FAMILIES:
+        raise PpidError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")
+    return getattr(importlib.import_module(FAMILIES[family]), "REVISION", 1)
+
+
 def build(family, role, cross_layer=False, backbone_weights=None, **options):
     if family not in FAMILIES:
         raise PpidError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")
     if role not in ROLES:
         raise PpidError(f"unknown role {role!r}; choose from {', '.join(ROLES)}")
+    if revision(family) > 1:  # recorded in the build arguments, so that files say what they hold
+        options.setdefault("revision", revision(family))
     module = importlib.import_module(FAMILIES[family])
     model = module.build(role, cross_layer=cross_layer, **options)
     model.build_args = dict(family=family, role=role, cross_layer=bool(cross_layer), **options)
@@ -103,6 +114,8 @@ def load_model(path, device="cpu"):
     from safetensors.torch import load_file
 
     args = read_build_args(path)
+    if args.get("family") in FAMILIES and revision(args["family"]) > 1:
+        args.setdefault("revision", 1)  # written before the family's first revision
     try:
         model = build(**args)
     except (TypeError, PpidError) as err:

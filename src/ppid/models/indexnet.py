@@ -15,11 +15,19 @@ C -> 4C conv, one BN and a 4-group 1x1 conv: the same parameters, one kernel lau
 
 Decoder: index-guided unpooling (nearest x2 times the encoder's idx_de) where the encoder pooled,
 concatenation with the encoder skip (the index-weighted feature idx_en * x), conv5x5 + BN + ReLU6.
-Head: conv5x5 32 -> 1 + BN + ReLU6, then conv5x5 1 -> 1 without bias.
+Head: conv5x5 32 -> 1 + BN + ReLU6, then conv5x5 1 -> 1 without bias (original; see revision 2).
 
 Our deviations, from the PPID contract: the head output is used as logits (sigmoid head; the
 original regresses an unbounded alpha and clips it); CBAM spatial attention gates the decoder
 outputs at strides 4 (24 ch) and 2 (32 ch), the ALD taps (eq. 5-9).
+
+Revision 2 (build option `revision`, recorded in model files): the head has no ReLU6, so it is
+conv5x5 32 -> 1 + BN, then conv5x5 1 -> 1; same parameters. The original's head output is alpha, and
+a one-channel ReLU6 r >= 0 before it means alpha 0 at r = 0. As a logit, r = 0 means alpha 0.5, and a
+flat region's logit is r * sum(kernel), one sign for the whole image: every revision-1 network we
+trained learned a negative sum and predicted alpha <= ~0.52 everywhere, and one PPID student's r
+went to 0 everywhere (a dead head, constant alpha 0.5). docs/results.md has the numbers. Files
+without a recorded revision are revision 1 and load as such.
 
 PPID taps: `enc` = the last encoder output at each stride before it is pooled, 24 ch /2, 32 /4,
 64 /8, 160 /16, 320 /32 (the five features the decoder skips and ASPP read). With CLSD connectors
@@ -35,6 +43,8 @@ import torch.nn.functional as F
 from .. import PpidError
 from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, kaiming_init
 
+REVISION = 2  # 1: the head with ReLU6 (every IndexNet result before 2026-11-27); 2: without
+
 # MobileNetV2 inverted-residual settings (expansion, width, blocks), torchvision features 1..17.
 MOBILENET_V2 = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1))
 STEM_WIDTH = 32
@@ -42,13 +52,13 @@ ENCODER_WIDTHS = (24, 32, 64, 160, 320)  # the enc taps at strides 2, 4, 8, 16, 
 ASPP_WIDTH, ASPP_OUT, ASPP_DILATIONS = 256, 160, (2, 4, 8)
 
 
-def conv_bn_relu6(c_in, c_out, kernel=1, stride=1, dilation=1, groups=1):
-    """torchvision's Conv2dNormActivation layout: 0 = conv (no bias), 1 = BN, 2 = ReLU6."""
+def conv_bn_relu6(c_in, c_out, kernel=1, stride=1, dilation=1, groups=1, relu6=True):
+    """torchvision's Conv2dNormActivation layout: 0 = conv (no bias), 1 = BN, 2 = ReLU6 (or none)."""
     padding = dilation * (kernel - 1) // 2
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel, stride, padding, dilation=dilation, groups=groups, bias=False),
         nn.BatchNorm2d(c_out),
-        nn.ReLU6(inplace=True),
+        nn.ReLU6(inplace=True) if relu6 else nn.Identity(),
     )
 
 
@@ -173,7 +183,7 @@ class IndexNet(MattingNet):
     # torchvision keys with no counterpart here (the 1280-ch head conv and the classifier)
     backbone_ignored_prefixes = ("features.18.", "classifier.")
 
-    def __init__(self, role, cross_layer=False):
+    def __init__(self, role, cross_layer=False, revision=REVISION):
         super().__init__(role, cross_layer)
         self.encoder = MobileNetV2Encoder(self.in_channels)
         # named after the original's layer numbers: index<k> pools the output of layer k
@@ -188,7 +198,7 @@ class IndexNet(MattingNet):
         self.dec1 = IndexedUpsampling(16 + 16, 32)  # /2, ALD tap
         self.dec0 = IndexedUpsampling(32 + 32, 32)  # /1
         self.attention = nn.ModuleList([SpatialAttention(), SpatialAttention()])  # strides 4, 2
-        self.head = nn.Sequential(conv_bn_relu6(32, 1, 5), nn.Conv2d(1, 1, 5, padding=2, bias=False))
+        self.head = nn.Sequential(conv_bn_relu6(32, 1, 5, relu6=revision == 1), nn.Conv2d(1, 1, 5, padding=2, bias=False))
         self.connectors = CrossLayerConnectors(ENCODER_WIDTHS) if cross_layer else None
         kaiming_init(self)
 
@@ -228,7 +238,9 @@ class IndexNet(MattingNet):
         return MattingOutput(alpha=None, alpha_logits=self.head(y), enc=enc, dec=[tap4, tap2], cross=cross)
 
 
-def build(role, cross_layer=False, **options):
+def build(role, cross_layer=False, revision=REVISION, **options):
     if options:
         raise PpidError(f"indexnet takes no build options, got {', '.join(sorted(options))}")
-    return IndexNet(role, cross_layer=cross_layer)
+    if revision not in (1, 2):
+        raise PpidError(f"indexnet revision {revision!r}: expected 1 or 2")
+    return IndexNet(role, cross_layer=cross_layer, revision=revision)

@@ -22,6 +22,7 @@ from typing import NamedTuple
 from .. import PpidError
 from ..config import load_config, validate
 from ..io import atomic_path, sha256_file
+from ..models import revision
 
 FAMILIES = ("indexnet", "gca", "dim")  # cheapest first: partial plans finish whole families
 TABLES = (1, 3, 4, 6)
@@ -128,10 +129,15 @@ def _flatten(cfg, prefix=""):
 
 
 def run_hash(cfg, data, teacher_hash):
-    """What a run computes: its config (less NOT_HASHED), the data, and its teacher's hash."""
+    """What a run computes: its config (less NOT_HASHED), the data, its teacher's hash, and the
+    revision of its network once a fix has changed it (revision 1 stays out: old hashes hold)."""
     flat = {k: v for k, v in _flatten(cfg).items()
             if k not in NOT_HASHED and not (k in ADDED_LATER and v == ADDED_LATER[k])}
-    return _hash({"config": flat, "data": data, "teacher": teacher_hash})
+    what = {"config": flat, "data": data, "teacher": teacher_hash}
+    network = revision(cfg["model"]["family"])
+    if network > 1:
+        what["revision"] = network
+    return _hash(what)
 
 
 def budget_settings(budget, iterations=None):
