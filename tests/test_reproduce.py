@@ -148,6 +148,7 @@ def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
     md = (tmp_path / "tables.md").read_text()
     assert "72.68" in md and "11.00 ± 1.00" in md and "wins 3/3" in md and "Gap closed (all)" in md
     assert doc["protocol"]["selection"].startswith("val-best") and doc["protocol"]["seeds"] == [0, 1, 2]
+    assert doc["protocol"]["network_revisions"] == {"indexnet": 2}
     assert (tmp_path / "table1.png").stat().st_size > 1000
     assert json.loads((tmp_path / "tables.json").read_text())["runs_done"] == 7
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..evaluate import gap_closed
 from ..io import atomic_path
+from ..models import revision
 from .paper import GROUPS, METRICS, PAPER
 from .plan import CROSS_FAMILY, CROSS_PREFIX, RESULT, SELECTION, TABLE_VARIANTS
 
@@ -217,7 +218,7 @@ def table_markdown(table, block):
     return lines
 
 
-def protocol(settings, data, results, seeds, budget):
+def protocol(settings, data, results, seeds, budget, families):
     devices = sorted({r["device"] for r in results.values()})
     precision = sorted({r["config"]["train"]["amp"] for r in results.values()})
     return {
@@ -238,6 +239,7 @@ def protocol(settings, data, results, seeds, budget):
         "collapsed_runs": "a run whose selected model predicts one alpha value on every test image is listed apart, "
                           "left out of the means, paired differences and gap (rule fixed before the runs it applies to)",
         "imagenet_init": False,
+        "network_revisions": {family: revision(family) for family in families},
         "units": "SAD, Grad, Conn / 1000 as the DIM benchmark; the paper's images are ~1-2 Mpx, ours "
                  f"{data['synth_size']}^2, so absolute values are not comparable, only orders and shares",
     }
@@ -246,7 +248,7 @@ def protocol(settings, data, results, seeds, budget):
 def write_report(root, runs, settings, data, tables, families, seeds, budget):
     root = Path(root)
     results = load_results(root, runs)
-    doc = {"protocol": protocol(settings, data, results, seeds, budget), "runs_done": len(results),
+    doc = {"protocol": protocol(settings, data, results, seeds, budget, families), "runs_done": len(results),
            "runs_planned": len(runs), "tables": {}}
     lines = ["# PPID-IM reproduction", "", f"{len(results)} of {len(runs)} planned runs finished.", "", "Protocol:", ""]
     lines += [f"- {k}: {v}" for k, v in doc["protocol"].items()] + [""]
