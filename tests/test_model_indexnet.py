@@ -191,7 +191,7 @@ def _flat_head_logits(model):
 
 def test_revision_2_head_predicts_both_sides_of_one_half_in_flat_regions():
     """Revision 1's head ends in a one-channel ReLU6 (r >= 0) before its last conv: a flat region's
-    logit is r * sum(kernel), one sign on the whole image, and every revision-1 network we trained
+    logit is r * sum(kernel), one sign on the whole image, and every revision-1 network we measured
     predicted alpha <= ~0.52 everywhere. Revision 2 drops that ReLU6: logits take both signs."""
     new, old = build("indexnet", "student"), build("indexnet", "student", revision=1)
     assert new.build_args["revision"] == 2 and old.build_args["revision"] == 1

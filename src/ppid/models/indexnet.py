@@ -24,8 +24,8 @@ outputs at strides 4 (24 ch) and 2 (32 ch), the ALD taps (eq. 5-9).
 Revision 2 (build option `revision`, recorded in model files): the head has no ReLU6, so it is
 conv5x5 32 -> 1 + BN, then conv5x5 1 -> 1; same parameters. The original's head output is alpha, and
 a one-channel ReLU6 r >= 0 before it means alpha 0 at r = 0. As a logit, r = 0 means alpha 0.5, and a
-flat region's logit is r * sum(kernel), one sign for the whole image: every revision-1 network we
-trained learned a negative sum and predicted alpha <= ~0.52 everywhere, and one PPID student's r
+flat region's logit is r * sum(kernel), one sign for the whole image: all five revision-1 networks we
+measured learned a negative sum and predicted alpha <= ~0.54 everywhere, and one PPID student's r
 went to 0 everywhere (a dead head, constant alpha 0.5). docs/results.md has the numbers. Files
 without a recorded revision are revision 1 and load as such.
 
