@@ -41,8 +41,9 @@ def build(family, role, cross_layer=False, backbone_weights=None, **options):
         raise PpidError(f"unknown model family {family!r}; choose from {', '.join(FAMILIES)}")
     if role not in ROLES:
         raise PpidError(f"unknown role {role!r}; choose from {', '.join(ROLES)}")
-    if revision(family) > 1:  # recorded in the build arguments, so that files say what they hold
-        options.setdefault("revision", revision(family))
+    current = revision(family)
+    if current > 1:  # recorded in the build arguments, so that files say what they hold
+        options.setdefault("revision", current)
     module = importlib.import_module(FAMILIES[family])
     model = module.build(role, cross_layer=cross_layer, **options)
     model.build_args = dict(family=family, role=role, cross_layer=bool(cross_layer), **options)

@@ -354,21 +354,16 @@ def reevaluate(run, root):
     when either is not on this machine."""
     import torch
 
-    from ..data.datasets import CompositeTestSet
-    from ..evaluate import evaluate_model
-    from ..models import load_model
-
     folder = Path(root) / run.folder
     path = folder / RESULT
     result = json.loads(path.read_text())
-    weights = folder / ("model_best.safetensors" if result["selection"].startswith("val-best") else "model_last.safetensors")
+    weights = _selected_weights(folder, result["selection"].startswith("val-best"))
     on_gpu = result["device"] != "cpu"
     if not weights.is_file() or (on_gpu and not torch.cuda.is_available()):
         return False
     if sha256_file(weights) != result["weights_sha256"]:
         raise PpidError(f"{weights}: not the weights {path} was evaluated with (SHA-256 differs)")
-    device = torch.device("cuda" if on_gpu else "cpu")
-    result["test"] = evaluate_model(load_model(weights, device=device), CompositeTestSet(Path(root) / "data" / "test"), device)
+    result["test"] = _test_summary(weights, root, torch.device("cuda" if on_gpu else "cpu"))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return True
@@ -378,16 +373,10 @@ def evaluate_run(run, root, outcome):
     """Test-set metrics of the run's selected weights (val-best, else last)."""
     import torch
 
-    from ..data.datasets import CompositeTestSet
-    from ..evaluate import evaluate_model
-    from ..models import load_model
-
-    folder = Path(root) / run.folder
     best = outcome.get("best")
-    weights = folder / ("model_best.safetensors" if best else "model_last.safetensors")
+    weights = _selected_weights(Path(root) / run.folder, best)
     device = torch.device("cuda" if run.config["train"]["device"] != "cpu" and torch.cuda.is_available() else "cpu")
-    model = load_model(weights, device=device)
-    summary = evaluate_model(model, CompositeTestSet(Path(root) / "data" / "test"), device)
+    summary = _test_summary(weights, root, device)
     return {
         "hash": run.hash,
         "family": run.family,
@@ -401,3 +390,17 @@ def evaluate_run(run, root, outcome):
         "config": run.config,
         "test": summary,
     }
+
+
+def _selected_weights(folder, val_best):
+    """The weights a run is evaluated with: the val-best file when validation picked one."""
+    return Path(folder) / ("model_best.safetensors" if val_best else "model_last.safetensors")
+
+
+def _test_summary(weights, root, device):
+    """Metrics of one model file on the plan's test set."""
+    from ..data.datasets import CompositeTestSet
+    from ..evaluate import evaluate_model
+    from ..models import load_model
+
+    return evaluate_model(load_model(weights, device=device), CompositeTestSet(Path(root) / "data" / "test"), device)
