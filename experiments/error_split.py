@@ -5,7 +5,19 @@ the largest alpha it predicts (for a teacher: in the trimap's unknown band, befo
 Written to diagnose IndexNet revision 1 (models/indexnet.py), whose head could not predict alpha
 above ~0.53 in flat regions; it reads any ppid model on a built test set.
 
+With --refine-json (a refine.json of experiments/refine_table.py), it also splits each refined
+student's SAD, with the rule chosen there, into the derived trimap's unknown band (what the teacher
+predicts) and the rest (the student's own confident pixels, snapped to 0 / 1, which no teacher
+sees), per group: the share outside the band bounds what any teacher can fix with that rule.
+
     python experiments/error_split.py --model LABEL=M.safetensors [--model ...] --data data/test --out split.json
+    python experiments/error_split.py --refine-json results/refine/x/refine.json --data data/test --out split.json
+
+With --teacher and --band-widths, it measures the teacher with the true trimap's unknown band grown
+by each width (x the shorter side): whether the teacher itself copes with a band as wide as the
+refine rule's, apart from how well the student placed it.
+
+    python experiments/error_split.py --teacher T.safetensors --band-widths 0 0.04 0.08 --data data/val --out bands.json
 """
 
 import argparse
@@ -21,6 +33,8 @@ from ppid.evaluate import predict_testset, relative_to_folder
 from ppid.io import atomic_path, command_line
 from ppid.metrics import as_matte
 from ppid.models import load_model
+from ppid.models.common import clamp_to_trimap
+from ppid.refine import trimap_from_alpha
 
 BACKGROUND, FOREGROUND = 0.01, 0.99
 
@@ -32,8 +46,7 @@ def error_split(model, testset):
         # a teacher's alpha is clamped to its trimap: its largest own value is in the unknown band
         own = alpha if model.role == "student" else alpha[trimap == 128]
         largest = max(largest, float(own.max())) if own.size else largest
-        pred = as_matte(alpha).astype(np.float64) / 255  # the benchmark's 8-bit matte
-        gt = as_matte(gt).astype(np.float64) / 255
+        pred, gt = eight_bit(alpha), eight_bit(gt)
         error = np.abs(pred - gt) / 1000  # SAD units
         background, foreground = gt <= BACKGROUND, gt >= FOREGROUND
         sad["background"] += error[background].sum()
@@ -49,12 +62,66 @@ def error_split(model, testset):
     }
 
 
+def eight_bit(matte):
+    """The matte as the benchmark scores it: 8-bit, back in [0, 1] as float64."""
+    return as_matte(matte).astype(np.float64) / 255
+
+
+def band_split(student, teacher, testset, rule):
+    """Per group: refined SAD, its share outside the derived band, the band's share of the pixels,
+    and the student's own SAD with its share outside the same band."""
+    cpu = torch.device("cpu")
+    refined = predict_testset(student, testset, cpu, refiner=teacher, rule=rule)
+    alone = predict_testset(student, testset, cpu)
+    sums = {}
+    for (_, pred, gt, _, group), (_, student_alpha, *_) in zip(refined, alone):
+        band = trimap_from_alpha(torch.from_numpy(student_alpha)[None, None], **rule)[0, 0].numpy() == 0.5
+        gt = eight_bit(gt)
+        refined_error, student_error = np.abs(eight_bit(pred) - gt) / 1000, np.abs(eight_bit(student_alpha) - gt) / 1000
+        for g in (group, "all"):
+            s = sums.setdefault(g, np.zeros(6))
+            s += (refined_error[~band].sum(), refined_error[band].sum(), student_error[~band].sum(),
+                  student_error[band].sum(), band.mean(), 1)
+    out = {}
+    for g, (r_out, r_band, s_out, s_band, area, n) in sums.items():
+        out[g] = {"refined_sad": (r_out + r_band) / n, "refined_outside_share": r_out / (r_out + r_band),
+                  "student_sad": (s_out + s_band) / n, "student_outside_share": s_out / (s_out + s_band),
+                  "band_area": area / n}
+    return out
+
+
+def grown_band(teacher, testset, width):
+    """Per group: the teacher's SAD with the true trimap's unknown band grown by `width` (the refine
+    rule's growth applied to the trimap itself), and the band's share of the pixels."""
+    sums = {}
+    with torch.no_grad():
+        for item in testset:
+            image = torch.from_numpy(item["image"]).permute(2, 0, 1)[None]
+            trimap = torch.from_numpy(item["trimap"].astype(np.float32) / 255)[None, None]
+            grown = trimap_from_alpha(trimap, low=0.25, high=0.75, width=width)  # 0.5 stays unknown
+            alpha = clamp_to_trimap(teacher(image, grown).alpha.float(), grown)[0, 0].numpy()
+            sad = np.abs(eight_bit(alpha) - eight_bit(item["alpha"])).sum() / 1000
+            for g in (item["group"], "all"):
+                sums.setdefault(g, []).append((sad, float((grown == 0.5).float().mean())))
+    return {g: {"sad": float(np.mean([v[0] for v in rows])), "band_area": float(np.mean([v[1] for v in rows]))}
+            for g, rows in sums.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", action="append", required=True, metavar="LABEL=WEIGHTS")
+    parser.add_argument("--model", action="append", default=[], metavar="LABEL=WEIGHTS")
+    parser.add_argument("--refine-json", type=Path, action="append", default=[],
+                        help="refine.json of experiments/refine_table.py: split its refined students (repeatable)")
+    parser.add_argument("--teacher", type=Path, help="with --band-widths: a teacher's weights")
+    parser.add_argument("--band-widths", type=float, nargs="+", default=[],
+                        help="grow the true trimap's unknown band by these widths (x the shorter side) for --teacher")
     parser.add_argument("--data", type=Path, required=True, help="a built test set")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
+    if not args.model and not args.refine_json and not args.band_widths:
+        parser.error("give --model, --refine-json or --teacher with --band-widths")
+    if bool(args.band_widths) != (args.teacher is not None):
+        parser.error("--teacher and --band-widths go together")
     testset = CompositeTestSet(args.data)
     where = args.out.parent
     doc = {"command": command_line(argv), "data": relative_to_folder(args.data, where), "models": {}}
@@ -65,6 +132,25 @@ def main(argv=None):
         shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in row["share"].items())
         print(f"{label}: SAD {row['sad']:.2f} ({shares}); background mean {row['background_mean_prediction']:.3f}; "
               f"largest alpha {row['largest_alpha']:.3f}", flush=True)
+    for path in args.refine_json:
+        refine_doc, base = json.loads(path.read_text()), path.parent
+        teacher = load_model(base / refine_doc["teacher"])
+        for label, student in refine_doc["students"].items():
+            split = band_split(load_model(base / student["weights"]), teacher, testset, student["rule"])
+            doc.setdefault("refine", {})[label] = {"from": relative_to_folder(path, where), "rule": student["rule"],
+                                                   "groups": split}
+            print(f"{label} -> teacher ({student['rule']}): " + "; ".join(
+                f"{g} SAD {v['refined_sad']:.2f}, {100 * v['refined_outside_share']:.0f}% outside the band "
+                f"({100 * v['band_area']:.0f}% of the pixels; student alone {v['student_sad']:.2f}, "
+                f"{100 * v['student_outside_share']:.0f}% outside)" for g, v in split.items()), flush=True)
+    if args.teacher is not None:
+        teacher = load_model(args.teacher)
+        doc["teacher_grown_band"] = {"weights": relative_to_folder(args.teacher, where), "widths": {}}
+        for width in args.band_widths:
+            row = grown_band(teacher, testset, width)
+            doc["teacher_grown_band"]["widths"][str(width)] = row
+            print(f"teacher, true band grown by {width}: " + "; ".join(
+                f"{g} SAD {v['sad']:.2f} ({100 * v['band_area']:.0f}% of the pixels)" for g, v in row.items()), flush=True)
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")
