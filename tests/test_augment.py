@@ -199,3 +199,26 @@ def test_matte_without_transition_pixels(tmp_path):
     batch = BatchAugmenter(load_bank(source, "cpu"), SIZE).sample(4, torch.Generator().manual_seed(0))
     assert (batch["alpha"] == 1).all() and (batch["trimap"] == 1).all()
     torch.testing.assert_close(batch["image"], batch["fg"])
+
+
+def test_trimap_kernel_max_widens_the_unknown_band(source):
+    """data.trimap_kernel_max: the same crops (the kernel is drawn last), each trimap's unknown band
+    containing the narrowest one's, and wider on average (a teacher for refine mode's wide bands)."""
+    narrow = TrainDataset(source, SIZE, seed=5, length=8, kernel_max=1)
+    wide = TrainDataset(source, SIZE, seed=5, length=8, kernel_max=240)
+    unknown = {}
+    for name, dataset in (("narrow", narrow), ("wide", wide)):
+        batch = stack([dataset[i] for i in range(8)])
+        unknown[name] = batch["trimap"] == 0.5
+        unknown[name + " alpha"] = batch["alpha"]
+    assert torch.equal(unknown["narrow alpha"], unknown["wide alpha"])
+    assert not (unknown["narrow"] & ~unknown["wide"]).any()
+    assert unknown["wide"].float().mean() > 2 * unknown["narrow"].float().mean()
+
+    bank = load_bank(source, "cpu")
+    batches = [BatchAugmenter(bank, SIZE, kernel_max=k).sample(8, torch.Generator().manual_seed(3)) for k in (1, 240)]
+    assert (batches[1]["trimap"] == 0.5).float().mean() > 2 * (batches[0]["trimap"] == 0.5).float().mean()
+
+    for bad in (0, 2.5, True):
+        with pytest.raises(PpidError, match="trimap_kernel_max"):
+            TrainDataset(source, SIZE, kernel_max=bad)

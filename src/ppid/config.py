@@ -43,6 +43,9 @@ DEFAULTS = {
         "size": 512,  # training crop size after resizing
         "crop_sizes": [512, 640, 960],  # at size 512; scaled with size
         "jitter": False,
+        # largest random erosion kernel of the training trimaps, at 512 px, scaled with `size`: DIM's
+        # 30; larger trains a teacher for wide unknown bands (refine mode, docs/predict.md)
+        "trimap_kernel_max": 30,
         "augmenter": "auto",  # auto (batch on CUDA, loader on CPU) | loader | batch
         "workers": 2,
         "bank_max_side": 1024,

@@ -132,7 +132,7 @@ def make_batches(cfg, device, start_step, rank, world, generator_state=None):
         mode = "batch" if device.type == "cuda" else "loader"
     if mode == "batch":
         bank = load_bank(source, device, max_side=d["bank_max_side"])
-        aug = BatchAugmenter(bank, d["size"], crop_sizes=d["crop_sizes"], jitter=d["jitter"])
+        aug = BatchAugmenter(bank, d["size"], crop_sizes=d["crop_sizes"], jitter=d["jitter"], kernel_max=d["trimap_kernel_max"])
         gen = torch.Generator(device=device)
         gen.manual_seed(cfg["train"]["seed"] * 1_000_003 + rank)
         if generator_state is not None:
@@ -142,7 +142,7 @@ def make_batches(cfg, device, start_step, rank, world, generator_state=None):
     total = o["iterations"]
     dataset = TrainDataset(
         source, d["size"], crop_sizes=d["crop_sizes"], jitter=d["jitter"], seed=cfg["train"]["seed"],
-        length=total * o["batch_size"],
+        length=total * o["batch_size"], kernel_max=d["trimap_kernel_max"],
     )
     indices = StepSampler(start_step, total, o["batch_size"], rank, per_rank)
     loader = torch.utils.data.DataLoader(

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from .. import PpidError
 from ..io import read_alpha, read_image
-from .compose import composite, known_masks, train_kernel_max, trimap_from_alpha
+from .compose import TRAIN_KERNEL_MAX_AT_512, composite, known_masks, train_kernel_max, trimap_from_alpha
 
 PAPER_CROP_SIZES = (512, 640, 960)  # at a 512 px training size; scaled by size / 512
 BG_CROP_FRACTION = (0.5, 1.0)  # background crop side, as a fraction of the background's short side
@@ -85,11 +85,12 @@ class TrainDataset(Dataset):
     image, fg, bg (3,S,S); alpha (1,S,S); trimap (1,S,S) in {0, 0.5, 1}.
     """
 
-    def __init__(self, source, size, crop_sizes=PAPER_CROP_SIZES, jitter=False, seed=0, length=None):
+    def __init__(self, source, size, crop_sizes=PAPER_CROP_SIZES, jitter=False, seed=0, length=None,
+                 kernel_max=TRAIN_KERNEL_MAX_AT_512):
         _check_source(source)
-        _check_sizes(size, crop_sizes)
+        _check_sizes(size, crop_sizes, kernel_max)
         self.source, self.size, self.crop_sizes = source, size, tuple(crop_sizes)
-        self.jitter, self.seed = jitter, seed
+        self.jitter, self.seed, self.kernel_max = jitter, seed, kernel_max
         self.length = len(source.names) if length is None else length
 
     def __len__(self):
@@ -107,7 +108,7 @@ class TrainDataset(Dataset):
         fga, fg_hw = torch.cat([fg, alpha])[None], _hw(fg)
         batch = _augment(
             fga, fg_hw, torch.ones(1), _centre_candidates(alpha[None], fg_hw), bg[None], _hw(bg),
-            self.size, self.crop_sizes, self.jitter, generator,
+            self.size, self.crop_sizes, self.jitter, self.kernel_max, generator,
         )
         return {key: value[0] for key, value in batch.items()}
 
@@ -119,9 +120,10 @@ class BatchAugmenter:
     same dict as `TrainDataset`, batched (leading N). `generator` lives on the bank's device.
     """
 
-    def __init__(self, bank, size, crop_sizes=PAPER_CROP_SIZES, jitter=False):
-        _check_sizes(size, crop_sizes)
+    def __init__(self, bank, size, crop_sizes=PAPER_CROP_SIZES, jitter=False, kernel_max=TRAIN_KERNEL_MAX_AT_512):
+        _check_sizes(size, crop_sizes, kernel_max)
         self.bank, self.size, self.crop_sizes, self.jitter = bank, size, tuple(crop_sizes), jitter
+        self.kernel_max = kernel_max
 
     def sample(self, batch_size, generator):
         bank = self.bank
@@ -131,11 +133,12 @@ class BatchAugmenter:
         bg_index = torch.randint(len(bank.bg), (batch_size,), generator=generator, device=bank.device)
         return _augment(
             bank.fga[fg_index].float(), bank.fg_hw[fg_index], bank.fg_scale[fg_index], bank.centres[fg_index],
-            bank.bg[bg_index].float(), bank.bg_hw[bg_index], self.size, self.crop_sizes, self.jitter, generator,
+            bank.bg[bg_index].float(), bank.bg_hw[bg_index], self.size, self.crop_sizes, self.jitter, self.kernel_max,
+            generator,
         )
 
 
-def _augment(fga, fg_hw, fg_scale, centres, bg, bg_hw, size, crop_sizes, jitter, generator):
+def _augment(fga, fg_hw, fg_scale, centres, bg, bg_hw, size, crop_sizes, jitter, kernel_max, generator):
     """The sampler behind both front ends, for a batch of paired fg + alpha (B,4,H,W) and
     bg (B,3,Hb,Wb) whose images fill the top-left `fg_hw` / `bg_hw` of their tensors; `centres`
     (B,H*W) from `_centre_candidates`."""
@@ -168,7 +171,7 @@ def _augment(fga, fg_hw, fg_scale, centres, bg, bg_hw, size, crop_sizes, jitter,
 
     if jitter:
         fg = _jitter(fg, generator)
-    kernel = torch.randint(1, train_kernel_max(size) + 1, (b,), generator=generator, device=device)
+    kernel = torch.randint(1, train_kernel_max(size, kernel_max) + 1, (b,), generator=generator, device=device)
     return {
         "image": composite(fg, bg, alpha),
         "trimap": trimap_from_alpha(alpha, kernel),
@@ -308,6 +311,8 @@ def _check_source(source):
         raise PpidError(f"{source.root}: no backgrounds to composite on")
 
 
-def _check_sizes(size, crop_sizes):
+def _check_sizes(size, crop_sizes, kernel_max):
     if size < 8 or not crop_sizes or min(crop_sizes) <= 0:
         raise PpidError(f"training size {size} / crop sizes {tuple(crop_sizes)}: need size >= 8 and positive crops")
+    if isinstance(kernel_max, bool) or not isinstance(kernel_max, int) or kernel_max < 1:
+        raise PpidError(f"data.trimap_kernel_max must be a positive whole number of pixels at 512 px, got {kernel_max!r}")

@@ -33,9 +33,9 @@ def known_masks(alpha):
     return alpha >= 1.0 - KNOWN_TOLERANCE, alpha <= KNOWN_TOLERANCE
 
 
-def train_kernel_max(size):
-    """Largest random erosion kernel at training size `size` (30 at 512, at least 1)."""
-    return max(1, round(TRAIN_KERNEL_MAX_AT_512 * size / 512))
+def train_kernel_max(size, at_512=TRAIN_KERNEL_MAX_AT_512):
+    """Largest random erosion kernel at training size `size` (`at_512` at 512, at least 1)."""
+    return max(1, round(at_512 * size / 512))
 
 
 def test_kernel(shape):

@@ -114,7 +114,7 @@ def _hash(obj):
 # processes), and keys added after results were first recorded, with the default that keeps the
 # old behaviour: both stay out of the hash, so that finished runs remain valid.
 NOT_HASHED = {"name", "train.out", "train.log_every", "train.image_every", "train.ckpt_every", "data.workers"}
-ADDED_LATER = {"distill.cross_family": False, "train.compile": False}  # "section.key": default value
+ADDED_LATER = {"distill.cross_family": False, "train.compile": False, "data.trimap_kernel_max": 30}  # "section.key": default value
 
 
 def _flatten(cfg, prefix=""):
