@@ -2,6 +2,7 @@
 resuming interrupted ones, and the report built from fixture results."""
 
 import json
+import time
 
 import pytest
 
@@ -320,3 +321,30 @@ def test_dry_run_prints_every_run_with_an_estimate_and_trains_nothing(tiny_budge
         assert f"runs/indexnet/{folder}" in text
     assert "5 runs, 5 to train" in text and " min" in text
     assert not (tmp_path / "dry").exists()
+
+
+def test_training_time_is_saved_while_a_run_trains(tiny_budget, tmp_path, monkeypatch):
+    """A run killed outright (a session's hard end: no `finally`) keeps the time it trained, so
+    result.json's train_wall_s counts every segment of a resumed run."""
+    import ppid.reproduce.plan as plan
+    import ppid.train as engine
+
+    monkeypatch.setattr(plan, "WALL_CLOCK_EVERY_S", 0.05)
+    out = tmp_path / "exp"
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    seen = []
+
+    def slow_train(cfg, resume=None):
+        spent = out / runs[0].folder / "train_wall_s.txt"
+        for _ in range(100):
+            time.sleep(0.02)
+            if spent.is_file():
+                seen.append(float(spent.read_text()))
+                if seen[-1] > 0.05:
+                    break
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "train", slow_train)
+    assert _reproduce(out) == 130
+    assert seen and seen[-1] > 0.05  # written during training, not only when it stopped
+    assert float((out / runs[0].folder / "train_wall_s.txt").read_text()) >= seen[-1]

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -291,6 +292,14 @@ def _checkpoint_matches(run, root):
     return (folder / "checkpoint_last.pt").is_file() and meta.is_file() and meta.read_text().strip() == run.hash
 
 
+WALL_CLOCK_EVERY_S = 60  # how often a training run's time is saved: a killed run loses at most this
+
+
+def _write_spent(path, seconds):
+    with atomic_path(path) as tmp:
+        tmp.write_text(f"{seconds:.1f}\n")
+
+
 def execute(run, root, runs_by_folder, log=print):
     """Train (or resume) one run, evaluate its selected weights on the test set once, and write
     its result.json. A student whose teacher's weights are missing (a fresh machine: weights are
@@ -309,12 +318,19 @@ def execute(run, root, runs_by_folder, log=print):
     (folder / "checkpoint_hash.txt").write_text(run.hash + "\n")
     spent_file = folder / "train_wall_s.txt"
     spent = float(spent_file.read_text()) if resume and spent_file.is_file() else 0.0
-    started = time.time()
+    started, stop = time.time(), threading.Event()
+
+    def save_spent():  # also while training: a session that ends hard kills without `finally`
+        while not stop.wait(WALL_CLOCK_EVERY_S):
+            _write_spent(spent_file, spent + time.time() - started)
+
+    threading.Thread(target=save_spent, daemon=True).start()
     try:
         outcome = train(absolute(run.config, root, run.folder), resume=resume)
     finally:  # an interrupted run's time counts too
+        stop.set()
         spent += time.time() - started
-        spent_file.write_text(f"{spent:.1f}\n")
+        _write_spent(spent_file, spent)
     record_relative(folder, root)
     result = evaluate_run(run, root, outcome)
     result["train_wall_s"] = round(spent, 1)
