@@ -88,7 +88,7 @@ class TrainDataset(Dataset):
     def __init__(self, source, size, crop_sizes=PAPER_CROP_SIZES, jitter=False, seed=0, length=None,
                  kernel_max=TRAIN_KERNEL_MAX_AT_512):
         _check_source(source)
-        _check_sizes(size, crop_sizes, kernel_max)
+        _check_settings(size, crop_sizes, kernel_max)
         self.source, self.size, self.crop_sizes = source, size, tuple(crop_sizes)
         self.jitter, self.seed, self.kernel_max = jitter, seed, kernel_max
         self.length = len(source.names) if length is None else length
@@ -121,7 +121,7 @@ class BatchAugmenter:
     """
 
     def __init__(self, bank, size, crop_sizes=PAPER_CROP_SIZES, jitter=False, kernel_max=TRAIN_KERNEL_MAX_AT_512):
-        _check_sizes(size, crop_sizes, kernel_max)
+        _check_settings(size, crop_sizes, kernel_max)
         self.bank, self.size, self.crop_sizes, self.jitter = bank, size, tuple(crop_sizes), jitter
         self.kernel_max = kernel_max
 
@@ -311,7 +311,7 @@ def _check_source(source):
         raise PpidError(f"{source.root}: no backgrounds to composite on")
 
 
-def _check_sizes(size, crop_sizes, kernel_max):
+def _check_settings(size, crop_sizes, kernel_max):
     if size < 8 or not crop_sizes or min(crop_sizes) <= 0:
         raise PpidError(f"training size {size} / crop sizes {tuple(crop_sizes)}: need size >= 8 and positive crops")
     if isinstance(kernel_max, bool) or not isinstance(kernel_max, int) or kernel_max < 1:

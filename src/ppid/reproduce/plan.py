@@ -324,11 +324,13 @@ def execute(run, root, runs_by_folder, log=print):
         while not stop.wait(WALL_CLOCK_EVERY_S):
             _write_spent(spent_file, spent + time.time() - started)
 
-    threading.Thread(target=save_spent, daemon=True).start()
+    saver = threading.Thread(target=save_spent, daemon=True)
+    saver.start()
     try:
         outcome = train(absolute(run.config, root, run.folder), resume=resume)
     finally:  # an interrupted run's time counts too
         stop.set()
+        saver.join()  # its last write must not land after the final one below
         spent += time.time() - started
         _write_spent(spent_file, spent)
     record_relative(folder, root)
