@@ -701,9 +701,11 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(synth_data,
 def test_resume_warning_names_the_changed_config_keys():
     old = load_config("indexnet_ppid")
     new = load_config("indexnet_ppid", parse_set(["optim.lr=0.02", "train.log_every=7"]))
-    del old["distill"]["cross_family"]  # a key added after the checkpoint was written
-    assert config_changes(old, new) == [
-        "distill.cross_family ('<absent>' -> False)",
+    del old["distill"]["cross_family"]  # keys added after the checkpoint was written
+    del old["data"]["trimap_kernel_max"]
+    new["data"]["trimap_kernel_max"] = 60
+    assert config_changes(old, new) == [  # cross_family at its old-behaviour value is no change
+        "data.trimap_kernel_max ('<absent>' -> 60)",
         f"optim.lr ({old['optim']['lr']!r} -> 0.02)",
         f"train.log_every ({old['train']['log_every']!r} -> 7)",
     ]

@@ -74,6 +74,11 @@ DEFAULTS = {
     },
 }
 
+# Keys added after checkpoints and results were first written, with the value that keeps the
+# behaviour from before them: an old config without the key means this value (reproduce's run
+# hashes and train's resume warning rely on it).
+ADDED_LATER = {"distill.cross_family": False, "train.compile": False, "data.trimap_kernel_max": 30}
+
 MODES = ("teacher", "student", "ppid")
 
 

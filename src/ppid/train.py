@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import PpidError
-from .config import builtin_configs, load_config, parse_set
+from .config import ADDED_LATER, builtin_configs, load_config, parse_set
 from .distill.adapt import TapAdapters
 from .distill.ald import ald_loss
 from .distill.clsd import CLSD
@@ -279,14 +279,16 @@ def forward_losses(objective, teacher, batch, amp):
 
 
 def config_changes(old, new, prefix=""):
-    """Dotted keys whose values differ between two nested configs (present in one only included)."""
+    """Dotted keys whose values differ between two nested configs (present in one only included,
+    except a key added later that the new config holds at its old-behaviour value)."""
     changed = []
     for key in sorted(set(old) | set(new), key=str):
+        name = f"{prefix}{key}"
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
         if isinstance(a, dict) and isinstance(b, dict):
-            changed += config_changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changed.append(f"{prefix}{key} ({a!r} -> {b!r})")
+            changed += config_changes(a, b, f"{name}.")
+        elif a != b and not (key not in old and name in ADDED_LATER and b == ADDED_LATER[name]):
+            changed.append(f"{name} ({a!r} -> {b!r})")
     return changed
 
 

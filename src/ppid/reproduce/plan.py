@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .. import PpidError
-from ..config import load_config, validate
+from ..config import ADDED_LATER, load_config, validate
 from ..io import atomic_path, sha256_file
 from ..models import revision
 
@@ -112,10 +112,9 @@ def _hash(obj):
 
 
 # Config keys that do not change what a run computes (names, output, logging cadence, loader
-# processes), and keys added after results were first recorded, with the default that keeps the
-# old behaviour: both stay out of the hash, so that finished runs remain valid.
+# processes). They, and config.ADDED_LATER's keys at their old-behaviour value, stay out of the
+# hash, so that finished runs remain valid.
 NOT_HASHED = {"name", "train.out", "train.log_every", "train.image_every", "train.ckpt_every", "data.workers"}
-ADDED_LATER = {"distill.cross_family": False, "train.compile": False, "data.trimap_kernel_max": 30}  # "section.key": default value
 
 
 def _flatten(cfg, prefix=""):
