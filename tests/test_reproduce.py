@@ -175,6 +175,33 @@ def test_report_lists_a_collapsed_run_apart_and_leaves_it_out_of_means_pairs_and
     assert "PPID (CLSD + ALD) seed 1 (whole SAD 7.00)" in md
 
 
+def _val_record(step, sad):
+    return {"event": "validation", "step": step, "summary": {"results": {"whole": {"all": {"sad": sad}}}}}
+
+
+def test_report_draws_table1_validation_curves_from_the_logs(tmp_path):
+    """The curves show whether the schedule was long enough: per row and seed, the validation SAD
+    at each validation step (a resumed run's repeated step counts once, its last record)."""
+    runs, settings, data = make_plan((1,), ("indexnet",), (0, 1), "smoke")
+    logs = {("teacher", 0): [(10, 3.0), (20, 2.5)], ("baseline", 0): [(10, 12.0), (20, 9.0)],
+            ("baseline", 1): [(10, 14.0), (20, 11.0), (20, 10.0)], ("ppid", 0): [(10, 8.0), (20, 7.5)]}
+    for run in runs:
+        folder = tmp_path / run.folder
+        folder.mkdir(parents=True)
+        if (run.variant, run.seed) in logs:  # ppid seed 1 has not finished: no result, no curve
+            (folder / RESULT).write_text(json.dumps(_fixture_result(run, 1.0, 1.0)))
+            records = [{"step": 1, "alpha": 0.5}] + [_val_record(*p) for p in logs[(run.variant, run.seed)]]
+            (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    doc = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1), "smoke")
+    curves = json.loads((tmp_path / "tables.json").read_text())["validation_curves"]["indexnet"]
+    assert curves["baseline"] == {"0": [[10, 12.0], [20, 9.0]], "1": [[10, 14.0], [20, 10.0]]}
+    assert list(curves["ppid"]) == ["0"] and doc["validation_curves"]["indexnet"]["teacher"][0] == [(10, 3.0), (20, 2.5)]
+    md = (tmp_path / "tables.md").read_text()
+    assert "| baseline | 2 | 13.00 | 9.50 | -3.00 / -4.00 |" in md
+    assert "| PPID (CLSD + ALD) | 1 | 8.00 | 7.50 | -0.50 |" in md
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
 def test_report_ignores_results_of_another_config(tmp_path):
     runs, settings, data = make_plan((1,), ("indexnet",), (0,), "smoke")
     run = runs[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..distill.ald import NORMS
 from ..io import atomic_path
-from .plan import TABLE_VARIANTS, Run, run_hash
+from .plan import TABLE_VARIANTS, Run, read_log, run_hash
 
 
 def calibration_runs(runs, data):
@@ -46,15 +46,10 @@ def with_calibration(runs, data):
     return runs[:at] + extra + runs[at:]
 
 
-def _log(folder):
-    path = Path(folder) / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-
 def summarise_run(folder):
     """Loss balance (each distillation term / L_alpha: first step, mean over the run) and the
     validation SAD of the selected step, from a run's log."""
-    records = _log(folder)
+    records = read_log(folder)
     steps = [r for r in records if "event" not in r and "alpha" in r]
     vals = [r for r in records if r.get("event") == "validation"]
     if not steps or not vals:

@@ -83,6 +83,7 @@ BUDGETS = {
 DATA_SEEDS = {"train": 0, "test": 1, "val": 2}
 SELECTION = "val-best: the step with the lowest whole-image SAD on the validation split"
 RESULT = "result.json"
+LOG = "log.jsonl"  # train's log: one JSON record per logged step, validation and event
 
 
 class Run(NamedTuple):
@@ -354,7 +355,7 @@ def record_relative(folder, root):
             return [strip(v) for v in value]
         return value
 
-    config, log = Path(folder) / "config.json", Path(folder) / "log.jsonl"
+    config, log = Path(folder) / "config.json", Path(folder) / LOG
     if config.is_file():
         with atomic_path(config) as tmp:
             tmp.write_text(json.dumps(strip(json.loads(config.read_text())), indent=2))
@@ -362,6 +363,12 @@ def record_relative(folder, root):
         lines = [json.dumps(strip(json.loads(line))) for line in log.read_text().splitlines() if line.strip()]
         with atomic_path(log) as tmp:
             tmp.write_text("".join(line + "\n" for line in lines))
+
+
+def read_log(folder):
+    """A run's training log as a list of records ([] before it has one)."""
+    path = Path(folder) / LOG
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def reevaluate(run, root):

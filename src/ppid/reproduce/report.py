@@ -1,5 +1,5 @@
 """The reproduction report: tables.md, tables.json and one bar chart per table, from the runs'
-result.json files, beside the paper's values.
+result.json files, beside the paper's values; and Table 1's validation curves from their logs.
 
 Per table and family: mean +- std over seeds of every metric, per group and region; the paired
 per-seed difference of each row against the table's reference row (Table 1: PPID - baseline) and
@@ -15,7 +15,7 @@ from ..evaluate import gap_closed
 from ..io import atomic_path
 from ..models import revision
 from .paper import GROUPS, METRICS, PAPER
-from .plan import CROSS_FAMILY, CROSS_PREFIX, RESULT, SELECTION, TABLE_VARIANTS
+from .plan import CROSS_FAMILY, CROSS_PREFIX, RESULT, SELECTION, TABLE_VARIANTS, read_log
 
 TITLES = {
     1: "Table 1: teacher (trimap) / trimap-free baseline / PPID student (whole image)",
@@ -155,6 +155,22 @@ def _gap_closed(rows):
     return out
 
 
+def validation_curves(root, runs, results):
+    """{family: {row: {seed: [[step, SAD], ...]}}}: the whole-image validation SAD (all images) at
+    each validation step of Table 1's finished, healthy runs. A curve still falling at its last
+    step says the schedule stopped before the model converged."""
+    curves = {}
+    for run in runs:
+        result = results.get((run.family, run.variant, run.seed))
+        if run.variant not in ROWS[1] or result is None or collapsed(result):
+            continue
+        by_step = {r["step"]: r["summary"]["results"]["whole"]["all"]["sad"]
+                   for r in read_log(Path(root) / run.folder) if r.get("event") == "validation"}
+        if by_step:  # a resumed run may log a step twice: the last record counts
+            curves.setdefault(run.family, {}).setdefault(run.variant, {})[run.seed] = sorted(by_step.items())
+    return curves
+
+
 def _order(table, rows):
     """Whether the mean SAD (primary region, whole test set) follows the paper's order."""
     names = [v for v in ORDER[table] if v in rows and rows[v]["seeds"]]
@@ -260,6 +276,12 @@ def write_report(root, runs, settings, data, tables, families, seeds, budget):
             chart = root / f"table{table}.png"
             bar_chart(block, table, chart)
             lines += [f"![{block['title']}](table{table}.png)", ""]
+    curves = validation_curves(root, runs, results)
+    if curves:
+        doc["validation_curves"] = curves
+        lines += curves_markdown(curves)
+        curves_chart(curves, root / "curves.png")
+        lines += ["![Table 1 validation curves](curves.png)", ""]
     with atomic_path(root / "tables.json") as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
     with atomic_path(root / "tables.md") as tmp:
@@ -288,6 +310,49 @@ def bar_chart(block, table, path):
         ax.set_title(family)
         ax.set_ylabel(f"SAD ({block['primary_region']}, all images)")
     fig.suptitle(block["title"], fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def curves_markdown(curves):
+    lines = ["## Table 1: validation curves", "",
+             "Whole-image SAD on the validation split (all images) at each validation step, mean over the "
+             "finished seeds; the last column is the change over the last interval, per seed. A row still "
+             "falling at its last step has not converged within the schedule.", ""]
+    for family, rows in curves.items():
+        steps = sorted({step for seeds in rows.values() for curve in seeds.values() for step, _ in curve})
+        lines += [f"### {family}", "", "| row | seeds | " + " | ".join(f"step {s}" for s in steps) + " | last interval |",
+                  "|" + "---|" * (len(steps) + 3)]
+        for variant, seeds in rows.items():
+            at = [[dict(curve).get(step) for curve in seeds.values()] for step in steps]
+            means = [statistics.fmean(v for v in values if v is not None) if any(v is not None for v in values) else None
+                     for values in at]
+            last = " / ".join(f"{c[-1][1] - c[-2][1]:+.2f}" for c in seeds.values() if len(c) > 1) or "-"
+            cells = ["-" if m is None else f"{m:.2f}" for m in means]
+            lines.append(f"| {LABELS[variant]} | {len(seeds)} | " + " | ".join(cells) + f" | {last} |")
+        lines.append("")
+    return lines
+
+
+def curves_chart(curves, path):
+    """One panel per family: each run's validation SAD against the step, one colour per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for ax, (family, rows) in zip(axes[0], curves.items()):
+        for i, (variant, seeds) in enumerate(rows.items()):
+            for j, curve in enumerate(seeds.values()):
+                steps, sads = zip(*curve)
+                ax.plot(steps, sads, "o-", color=f"C{i}", markersize=3, linewidth=1, label=LABELS[variant] if j == 0 else None)
+        ax.set_title(family)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation SAD (whole, all images)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
