@@ -54,8 +54,9 @@ VARIANTS = {  # variant -> (mode, distill.semantic, distill.local)
 CROSS_FAMILY = (("indexnet", "gca"),)
 CROSS_PREFIX = "ppid_from_"
 
-# Budgets: data sizes and one schedule for every run. cpu_small fits the issue-11 plan (Table 1 x 3
-# families, Tables 3/4/6 for IndexNet, 3 seeds) in about 6 hours of 2 CPU cores with bf16.
+# Budgets: data sizes and one schedule for every run. cpu_small keeps issue 11's floor (2000
+# iterations at 128 px, 400 training foregrounds): its whole plan is about 45 h of a 2-core CPU, so
+# it fills in over sessions (docs/results.md, plan cost).
 BUDGETS = {
     "smoke": {
         "device": "cpu", "synth_size": 96, "n_train": 16, "n_val": 4, "n_test": 6, "test_per_fg": 1,
