@@ -5,12 +5,16 @@ running statistics stay as they are). A large difference says the features' stat
 images differ from those on the training crops (the students train on 128 px crops centred on the
 unknown band, and are evaluated on whole 256 px composites, mostly background).
 
+With --tile T --overlap O, a third evaluation runs each model (running statistics) in windows of
+T px (ppid.predict.tile_windows), e.g. 128: the training crops' scale, with less context.
+
 A diagnostic, on the validation split; it changes no model and no reported number.
 
-    python experiments/bn_stats.py --model LABEL=M.safetensors [--model ...] --data data/val --out bn.json
+    python experiments/bn_stats.py --model LABEL=M.safetensors [--model ...] --data data/val --out bn.json [--tile 128 --overlap 64]
 """
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -21,26 +25,50 @@ from ppid.data.datasets import CompositeTestSet
 from ppid.evaluate import evaluate_model, relative_to_folder
 from ppid.io import atomic_path, command_line
 from ppid.models import load_model
+from ppid.models.common import MattingOutput
+from ppid.predict import check_tiling, tile_windows
 
 
-class PerImageStats(torch.nn.Module):
-    """The model with every BatchNorm normalising by the current image's statistics, except where
-    its input is a single value per channel (a pooled branch), which keeps the running statistics."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.role = model.role
-        for bn in (m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
-            bn.momentum = 0.0  # training mode would otherwise move the running statistics
-            bn.register_forward_pre_hook(_batch_stats_if_spatial)
-
-    def forward(self, image, trimap=None):
-        return self.model(image, trimap)
+@contextlib.contextmanager
+def per_image_statistics(model):
+    """Within the block, every BatchNorm of the model normalises by the current image's statistics,
+    except where its input is a single value per channel (a pooled branch), which keeps the running
+    statistics; those stay untouched, and the model is back in eval mode after."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    hooks = [bn.register_forward_pre_hook(_batch_stats_if_spatial) for bn in norms]
+    for bn in norms:
+        bn.momentum = 0.0  # training mode would otherwise move the running statistics
+    try:
+        yield model
+    finally:
+        for bn, momentum, hook in zip(norms, momenta, hooks):
+            bn.momentum = momentum
+            hook.remove()
+        model.eval()
 
 
 def _batch_stats_if_spatial(bn, inputs):
     bn.training = inputs[0][0, 0].numel() > 1
+
+
+class Tiled(torch.nn.Module):
+    """The model run window by window (as `Predictor(tile=, overlap=)` does for large photos)."""
+
+    def __init__(self, model, tile, overlap):
+        super().__init__()
+        self.model, self.tile, self.overlap = model, tile, overlap
+        self.role = model.role
+
+    def forward(self, image, trimap=None):
+        h, w = image.shape[-2:]
+        alpha = torch.empty((image.shape[0], 1, h, w), device=image.device)
+        for y0, y1, ky0, ky1 in tile_windows(h, self.tile, self.overlap):
+            for x0, x1, kx0, kx1 in tile_windows(w, self.tile, self.overlap):
+                window = (..., slice(y0, y1), slice(x0, x1))
+                part = self.model(image[window], None if trimap is None else trimap[window]).alpha.float()
+                alpha[..., ky0:ky1, kx0:kx1] = part[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+        return MattingOutput(alpha=alpha, alpha_logits=None)
 
 
 def sads(summary):
@@ -52,7 +80,11 @@ def main(argv=None):
     parser.add_argument("--model", action="append", required=True, metavar="LABEL=WEIGHTS")
     parser.add_argument("--data", type=Path, required=True, help="a built set (the validation split)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--tile", type=int, help="also evaluate in windows of this many px")
+    parser.add_argument("--overlap", type=int, default=64, help="with --tile: the windows' overlap in px")
     args = parser.parse_args(argv)
+    if args.tile is not None:
+        check_tiling(args.tile, args.overlap)
     data, device, where = CompositeTestSet(args.data), torch.device("cpu"), args.out.parent
     doc = {"command": command_line(argv), "data": relative_to_folder(args.data, where), "metric": "whole-image SAD",
            "models": {}}
@@ -60,10 +92,13 @@ def main(argv=None):
         label, _, path = spec.partition("=")
         model = load_model(path, device=device)
         running = sads(evaluate_model(model, data, device))
-        per_image = sads(evaluate_model(PerImageStats(model), data, device))
-        doc["models"][label] = {"weights": relative_to_folder(path, where), "running_stats": running,
-                                "per_image_stats": per_image}
-        print(f"{label}: running statistics {running} | per-image statistics {per_image}", flush=True)
+        with per_image_statistics(model):
+            per_image = sads(evaluate_model(model, data, device))
+        row = {"weights": relative_to_folder(path, where), "running_stats": running, "per_image_stats": per_image}
+        if args.tile is not None:
+            row[f"tiled_{args.tile}_overlap_{args.overlap}"] = sads(evaluate_model(Tiled(model, args.tile, args.overlap), data, device))
+        doc["models"][label] = row
+        print(f"{label}: " + " | ".join(f"{k} {v}" for k, v in row.items() if k != "weights"), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
