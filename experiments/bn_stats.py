@@ -26,7 +26,7 @@ from ppid.evaluate import evaluate_model, relative_to_folder
 from ppid.io import atomic_path, command_line
 from ppid.models import load_model
 from ppid.models.common import MattingOutput
-from ppid.predict import check_tiling, tile_windows
+from ppid.predict import check_tiling, tiled_alpha
 
 
 @contextlib.contextmanager
@@ -53,7 +53,7 @@ def _batch_stats_if_spatial(bn, inputs):
 
 
 class Tiled(torch.nn.Module):
-    """The model run window by window (as `Predictor(tile=, overlap=)` does for large photos)."""
+    """The model run window by window, as `Predictor(tile=, overlap=)` runs large photos."""
 
     def __init__(self, model, tile, overlap):
         super().__init__()
@@ -61,14 +61,7 @@ class Tiled(torch.nn.Module):
         self.role = model.role
 
     def forward(self, image, trimap=None):
-        h, w = image.shape[-2:]
-        alpha = torch.empty((image.shape[0], 1, h, w), device=image.device)
-        for y0, y1, ky0, ky1 in tile_windows(h, self.tile, self.overlap):
-            for x0, x1, kx0, kx1 in tile_windows(w, self.tile, self.overlap):
-                window = (..., slice(y0, y1), slice(x0, x1))
-                part = self.model(image[window], None if trimap is None else trimap[window]).alpha.float()
-                alpha[..., ky0:ky1, kx0:kx1] = part[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
-        return MattingOutput(alpha=alpha, alpha_logits=None)
+        return MattingOutput(alpha=tiled_alpha(self.model, image, trimap, self.tile, self.overlap), alpha_logits=None)
 
 
 def sads(summary):

@@ -129,6 +129,20 @@ def tile_windows(length, tile, overlap):
     return list(zip(starts, stops, cuts[:-1], cuts[1:]))
 
 
+def tiled_alpha(model, x, t, tile, overlap):
+    """A network's alpha (N, 1, H, W) float32 for x (and trimap t), window by window
+    (`tile_windows`) when x is larger than `tile` (None: always whole)."""
+    h, w = x.shape[-2:]
+    if tile is None or max(h, w) <= tile:
+        return model(x, t).alpha.float()  # the feature taps are dropped right here
+    alpha = torch.empty((x.shape[0], 1, h, w), device=x.device)
+    for y0, y1, ky0, ky1 in tile_windows(h, tile, overlap):
+        for x0, x1, kx0, kx1 in tile_windows(w, tile, overlap):
+            part = model(x[..., y0:y1, x0:x1], None if t is None else t[..., y0:y1, x0:x1]).alpha
+            alpha[..., ky0:ky1, kx0:kx1] = part[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+    return alpha
+
+
 def check_tiling(tile, overlap):
     if tile is None:
         return
@@ -223,16 +237,7 @@ class Predictor:
         return alpha if trimap is None else clamp_to_trimap(alpha, trimap)
 
     def _tiled_alpha(self, model, x, t):
-        """A network's alpha for x (and t), window by window when x is larger than a tile."""
-        h, w = x.shape[-2:]
-        if self.tile is None or max(h, w) <= self.tile:
-            return model(x, t).alpha.float()  # the feature taps are dropped right here
-        alpha = torch.empty((x.shape[0], 1, h, w), device=x.device)
-        for y0, y1, ky0, ky1 in tile_windows(h, self.tile, self.overlap):
-            for x0, x1, kx0, kx1 in tile_windows(w, self.tile, self.overlap):
-                part = model(x[..., y0:y1, x0:x1], None if t is None else t[..., y0:y1, x0:x1]).alpha
-                alpha[..., ky0:ky1, kx0:kx1] = part[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
-        return alpha
+        return tiled_alpha(model, x, t, self.tile, self.overlap)
 
     def _alpha(self, image, trimap):
         rgb = to_rgb_array(image)
