@@ -361,9 +361,9 @@ def record_relative(folder, root):
         with atomic_path(config) as tmp:
             tmp.write_text(json.dumps(strip(json.loads(config.read_text())), indent=2))
     if log.is_file():
-        lines = [json.dumps(strip(json.loads(line))) for line in log.read_text().splitlines() if line.strip()]
+        records = read_log(folder)
         with atomic_path(log) as tmp:
-            tmp.write_text("".join(line + "\n" for line in lines))
+            tmp.write_text("".join(json.dumps(strip(record)) + "\n" for record in records))
 
 
 def read_log(folder):

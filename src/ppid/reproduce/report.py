@@ -310,10 +310,7 @@ def bar_chart(block, table, path):
         ax.set_title(family)
         ax.set_ylabel(f"SAD ({block['primary_region']}, all images)")
     fig.suptitle(block["title"], fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def curves_markdown(curves):
@@ -326,9 +323,9 @@ def curves_markdown(curves):
         lines += [f"### {family}", "", "| row | seeds | " + " | ".join(f"step {s}" for s in steps) + " | last interval |",
                   "|" + "---|" * (len(steps) + 3)]
         for variant, seeds in rows.items():
-            at = [[dict(curve).get(step) for curve in seeds.values()] for step in steps]
-            means = [statistics.fmean(v for v in values if v is not None) if any(v is not None for v in values) else None
-                     for values in at]
+            by_step = [dict(curve) for curve in seeds.values()]
+            at = [[sads[step] for sads in by_step if step in sads] for step in steps]
+            means = [statistics.fmean(values) if values else None for values in at]
             last = " / ".join(f"{c[-1][1] - c[-2][1]:+.2f}" for c in seeds.values() if len(c) > 1) or "-"
             cells = ["-" if m is None else f"{m:.2f}" for m in means]
             lines.append(f"| {LABELS[variant]} | {len(seeds)} | " + " | ".join(cells) + f" | {last} |")
@@ -353,6 +350,12 @@ def curves_chart(curves, path):
         ax.set_xlabel("step")
         ax.set_ylabel("validation SAD (whole, all images)")
         ax.legend(fontsize=7)
+    _save_png(fig, path)
+
+
+def _save_png(fig, path):
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
