@@ -169,10 +169,13 @@ def test_report_lists_a_collapsed_run_apart_and_leaves_it_out_of_means_pairs_and
     assert ppid["seeds"] == [0, 2] and list(ppid["collapsed"]) == [1]
     assert ppid["stats"]["whole"]["transparent"]["sad"]["mean"] == pytest.approx(6.5)  # seeds 0 and 2
     assert fam["paired"]["ppid - baseline"]["transparent"]["n"] == 2
-    assert fam["gap_closed"]["transparent"]["ours"] == pytest.approx((11 - 6.5) / (11 - 2))
+    # the gap pairs seeds: the baseline mean over seeds 0 and 2 (10.5), not all three (11)
+    assert fam["gap_closed"]["transparent"]["ours"] == pytest.approx((10.5 - 6.5) / (10.5 - 2))
+    assert fam["gap_closed"]["transparent"]["seeds"] == [0, 2]
     md = (tmp_path / "tables.md").read_text()
     assert "| 2 (+1 collapsed) |" in md and "Collapsed (one alpha value on every test image" in md
     assert "PPID (CLSD + ALD) seed 1 (whole SAD 7.00)" in md
+    assert "Gap closed (transparent): ours 47% (seeds 0, 2, paired)" in md
 
 
 def _val_record(step, sad):

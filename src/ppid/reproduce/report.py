@@ -109,7 +109,7 @@ def summarise_table(table, results, families, seeds):
             continue
         block = {"rows": rows, "paired": _paired(table, family, results, seeds)}
         if table == 1:
-            block["gap_closed"] = _gap_closed(rows)
+            block["gap_closed"] = _gap_closed(family, results, seeds, rows)
         block["order"] = _order(table, rows)
         out["families"][family] = block
     return out
@@ -137,20 +137,26 @@ def _paired(table, family, results, seeds):
     return paired
 
 
-def _gap_closed(rows):
-    """Share of the teacher-baseline SAD gap that PPID closes, per group, ours and the paper's."""
+def _gap_closed(family, results, seeds, rows):
+    """Share of the teacher-baseline SAD gap that PPID closes, per group, ours and the paper's.
+    Ours compares the baseline and PPID means over the seeds that have both (paired), so that a
+    seed run for one row only does not move the share by its seed's noise."""
+    paired = [s for s in seeds if (family, "baseline", s) in results and (family, "ppid", s) in results]
+    teacher = results.get((family, "teacher", 0))
     out = {}
-    if not all(v in rows for v in ("teacher", "baseline", "ppid")):
+    if teacher is None or not paired:
         return out
     for group in GROUPS:
-        sad = {v: rows[v]["stats"]["whole"][group]["sad"] for v in ("teacher", "baseline", "ppid")}
-        if any(s is None for s in sad.values()):
+        t = _metric(teacher, "whole", group, "sad")
+        b = [_metric(results[(family, "baseline", s)], "whole", group, "sad") for s in paired]
+        p = [_metric(results[(family, "ppid", s)], "whole", group, "sad") for s in paired]
+        if t is None or None in b or None in p:
             continue
-        t, b, p = (sad[v]["mean"] for v in ("teacher", "baseline", "ppid"))
         paper = {v: rows[v]["paper"][group]["sad"] for v in ("teacher", "baseline", "ppid")}
         out[group] = {
-            "ours": gap_closed(b, p, t),
+            "ours": gap_closed(statistics.fmean(b), statistics.fmean(p), t),
             "paper": gap_closed(paper["baseline"], paper["ppid"], paper["teacher"]),
+            "seeds": paired,
         }
     return out
 
@@ -225,7 +231,9 @@ def table_markdown(table, block):
             lines.append(f"Paired SAD difference {name}, per seed, {region}: " + "; ".join(parts) + ".")
         for group, gap in fam.get("gap_closed", {}).items():
             ours = "n/a" if gap["ours"] is None else f"{100 * gap['ours']:.0f}%"
-            lines.append(f"Gap closed ({group}): ours {ours}, paper {100 * gap['paper']:.0f}%.")
+            seeds_used = ", ".join(map(str, gap["seeds"]))
+            lines.append(f"Gap closed ({group}): ours {ours} (seed{'s' if len(gap['seeds']) > 1 else ''} {seeds_used}, "
+                         f"paired), paper {100 * gap['paper']:.0f}%.")
         order = fam["order"]
         if order["holds"] is not None:
             lines.append(f"Paper's order {' < '.join(order['expected'])} (mean SAD, all images): "
