@@ -659,6 +659,22 @@ def test_resume_from_a_broken_checkpoint_or_a_model_file_on_the_command_line(syn
     assert "a model file; --resume takes a training checkpoint such as checkpoint_last.pt" in capsys.readouterr().err
 
 
+def test_a_fresh_start_refuses_a_folder_with_an_earlier_runs_checkpoint(synth_data, tmp_path, capsys):
+    """Without --resume, `ppid train` into a folder that holds a checkpoint would overwrite that
+    run's progress: it stops with a clear error instead, and the checkpoint is untouched."""
+    from ppid.cli import main
+
+    out = tmp_path / "run"
+    args = cli_args(tiny_sets(synth_data, iterations=2), out)
+    assert main(args) == 0
+    checkpoint = out / "checkpoint_last.pt"
+    before = checkpoint.read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: holds the checkpoint of an earlier run; continue it with --resume" in err
+    assert checkpoint.read_bytes() == before
+
+
 class FullDisk(io.FileIO):
     """A file on a disk that fills up after `room` bytes."""
 

@@ -53,6 +53,10 @@ def run(args):
     if args.out is not None:
         overrides.setdefault("train", {})["out"] = str(args.out)
     cfg = load_config(args.config, overrides)
+    last = output_folder(cfg) / CHECKPOINT
+    if args.resume is None and last.is_file():  # a fresh start would overwrite that run's progress
+        raise PpidError(f"{last.parent}: holds the checkpoint of an earlier run; continue it with --resume, "
+                        f"or start over in another --out (or after deleting {last})")
     try:
         train(cfg, resume=args.resume)
     except TrainingInterrupted as stop:
@@ -60,6 +64,10 @@ def run(args):
             print(f"ppid train: interrupted at step {stop.step}; continue with: {resume_command(sys.argv)}", file=sys.stderr)
         return stop.exit_code
     return 0
+
+
+def output_folder(cfg):
+    return Path(cfg["train"]["out"] or Path("runs") / cfg["name"])
 
 
 def resume_command(argv):
@@ -473,7 +481,7 @@ def _train(cfg, resume, stop, on_exit):
     rank, world, device = setup_devices(cfg)
     is_main = rank == 0
     t_cfg, o_cfg = cfg["train"], cfg["optim"]
-    out_dir = Path(t_cfg["out"] or Path("runs") / cfg["name"])
+    out_dir = output_folder(cfg)
     torch.manual_seed(t_cfg["seed"] + rank)
     use_cuda = device.type == "cuda"
     amp = autocast_dtype(t_cfg["amp"], device)
