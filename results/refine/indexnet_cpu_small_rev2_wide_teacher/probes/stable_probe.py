@@ -7,7 +7,7 @@ from ppid.data.datasets import CompositeTestSet
 from ppid.models import load_model
 from ppid.refine import trimap_from_alpha
 from ppid.models.common import clamp_to_trimap
-from ppid.metrics import as_matte
+from ppid.metrics import sad
 
 D = "results/reproduce/cpu_small"
 WIDTHS = [0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.16]
@@ -22,7 +22,6 @@ for label in sys.argv[2:]:
     rows = []
     for item in data:
         image = torch.from_numpy(item["image"]).permute(2, 0, 1)[None]
-        gt = as_matte(item["alpha"]) / 255.0
         with torch.no_grad():
             s = student(image).alpha.float()
             alphas = []
@@ -30,11 +29,11 @@ for label in sys.argv[2:]:
                 tri = trimap_from_alpha(s, 0.45, 0.55, w)
                 alphas.append(clamp_to_trimap(teacher(image, tri).alpha.float(), tri)[0, 0].numpy())
         snap = (s[0, 0].numpy() >= 0.5).astype(np.float32)
-        row = {"group": item["group"], "student": float(np.abs(as_matte(s[0, 0].numpy()) / 255.0 - gt).sum() / 1000), "w": {}}
+        row = {"group": item["group"], "student": sad(s[0, 0].numpy(), item["alpha"]), "w": {}}
         for i, w in enumerate(WIDTHS):
             a = alphas[i]
             nxt = alphas[i + 1] if i + 1 < len(WIDTHS) else a
-            row["w"][str(w)] = {"sad": float(np.abs(as_matte(a) / 255.0 - gt).sum() / 1000),
+            row["w"][str(w)] = {"sad": sad(a, item["alpha"]),
                                 "change_next": float(np.abs(a - nxt).mean()),
                                 "change_from_snap": float(np.abs(a - snap).mean())}
         rows.append(row)
