@@ -128,13 +128,18 @@ def main():
             },
         }
     doc["wall_s"] = round(time.time() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out / "refine.json") as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    with atomic_path(args.out / "refine.md") as tmp:
-        tmp.write_text(markdown(doc))
-    print(markdown(doc))
+    write_report(args.out, "refine", doc, markdown(doc))
     return 0
+
+
+def write_report(out, name, doc, table):
+    """out/NAME.json (doc) and out/NAME.md (table), each written atomically; the table also printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / f"{name}.json") as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    with atomic_path(out / f"{name}.md") as tmp:
+        tmp.write_text(table)
+    print(table)
 
 
 def rule_text(r):

@@ -8,7 +8,7 @@ import ppid
 from ppid import PpidError
 from ppid.cli import main
 from ppid.models import build, save_model
-from ppid.refine import trimap_from_alpha
+from ppid.refine import parse_rule, trimap_from_alpha
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,31 @@ def test_trimap_rule_thresholds_band_and_defaults():
         trimap_from_alpha(alpha, low=0.9, high=0.1)
 
 
+def test_auto_width_grows_the_band_with_the_students_soft_share():
+    alpha = torch.zeros(2, 1, 100, 100)
+    alpha[..., 40:60, 40:60] = 1.0
+    alpha[0, 0, 50, 70] = 0.5  # image 0: one soft pixel (0.01% of the image): the minimum band
+    alpha[1, 0, :40, :] = 0.3  # image 1: 40% of the image soft (haze): 0.2 x 0.4 x 100 = 8 px
+    alpha[1, 0, 50, 70] = 0.5
+    tri = trimap_from_alpha(alpha, low=0.45, high=0.55, width="auto", auto_scale=0.2)
+    assert tri[0, 0, 50, 71] == 0.5 and tri[0, 0, 50, 72] == 0.0  # 1 px
+    assert tri[1, 0, 50, 78] == 0.5 and tri[1, 0, 50, 79] == 0.0  # 8 px
+    assert (tri[1, 0, :40] == 0.0).all()  # the haze itself is below low: background, as with a fixed width
+    fixed = trimap_from_alpha(alpha[1:], low=0.45, high=0.55, width=0.08)
+    assert torch.equal(fixed[0], tri[1])  # auto = the fixed width the soft share gives
+
+
+def test_refine_rule_parsing_names_the_problem():
+    assert parse_rule(("0.45", "0.55", "auto")) == {"low": 0.45, "high": 0.55, "width": "auto"}
+    assert parse_rule((0.05, 0.95, 0.01)) == {"low": 0.05, "high": 0.95, "width": 0.01}
+    with pytest.raises(PpidError, match="WIDTH may be 'auto'"):
+        parse_rule(("0.45", "0.55", "wide"))
+    with pytest.raises(PpidError, match="low < high"):
+        parse_rule(("0.6", "0.4", "auto"))
+    with pytest.raises(PpidError, match="'auto' or a share"):
+        parse_rule(("0.05", "0.95", "0.7"))
+
+
 def test_predictor_refine_clamps_to_the_derived_trimap(weights):
     photo = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
     plain = ppid.Predictor(weights["indexnet_student"], device="cpu")
@@ -60,6 +85,7 @@ def test_predict_and_evaluate_cli_refine(weights, tmp_path, capsys):
     build_testset(tmp_path / "src" / "fg", tmp_path / "src" / "alpha", tmp_path / "src" / "bg", 1, tmp_path / "test",
                   split=tmp_path / "src" / "split.txt")
     assert main(["predict", "--model", str(weights["indexnet_student"]), "--refine", str(weights["indexnet_teacher"]),
+                 "--refine-rule", "0.45", "0.55", "auto",
                  str(tmp_path / "test" / "merged"), "--out", str(tmp_path / "out"), "--save", "alpha", "--device", "cpu"]) == 0
     assert len(list((tmp_path / "out" / "alpha").glob("*.png"))) == 2
     capsys.readouterr()

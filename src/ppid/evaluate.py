@@ -373,8 +373,9 @@ def add_arguments(parser):
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="with --model")
     parser.add_argument("--refine", type=Path, metavar="TEACHER",
                         help="with --model STUDENT: also evaluate student -> trimap from its alpha -> this teacher (refine mode)")
-    parser.add_argument("--refine-rule", type=float, nargs=3, metavar=("LOW", "HIGH", "WIDTH"),
-                        help="refine trimap rule: unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side (default 0.05 0.95 0.01)")
+    parser.add_argument("--refine-rule", nargs=3, metavar=("LOW", "HIGH", "WIDTH"),
+                        help="refine trimap rule: unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side, "
+                             "or 'auto' (a width from the student's soft share; docs/predict.md) (default 0.05 0.95 0.01)")
     parser.add_argument("--trimap", type=Path, help="folder of trimaps (0/128/255) for the transition region")
     parser.add_argument("--split", type=Path, help="'name group' file (groups e.g. transparent, non-transparent)")
     parser.add_argument("--region", choices=("transition", "whole", "both"),
@@ -419,12 +420,12 @@ def _run_models(args):
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     testset = CompositeTestSet(args.data)
     refiner = load_model(args.refine, device=device) if args.refine else None
-    rule = dict(zip(("low", "high", "width"), args.refine_rule)) if args.refine_rule else None
+    rule = None
     if refiner is not None:
-        from .refine import check_refiner, check_rule
+        from .refine import check_refiner, parse_rule
 
         check_refiner(refiner, args.refine)
-        check_rule(**(rule or {}))
+        rule = parse_rule(args.refine_rule) if args.refine_rule else None
     summaries = {}
     for label, path in zip(labels, args.model):
         model = load_model(path, device=device)

@@ -31,7 +31,7 @@ from .data.compose import composite as compose
 from .foreground import estimate_foreground
 from .io import IMAGE_EXTENSIONS, list_images, read_image, read_trimap, snap_trimap, write_image
 from .models.common import STRIDE, clamp_to_trimap
-from .refine import HIGH, LOW, WIDTH, check_refiner, check_rule
+from .refine import AUTO_SCALE, HIGH, LOW, WIDTH, check_refiner, parse_rule
 from .refine import refine as refine_alpha
 
 OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
@@ -167,7 +167,8 @@ class Predictor:
     model sees (the alpha is upsampled back). An image (after `max_side`) with a side over `tile` px
     runs in windows of `tile` px that overlap by `overlap` (multiples of 32; see `tile_windows`);
     `tile=None` always runs the whole image at once. `refine=TEACHER` (refine mode, ppid.refine): the
-    student's alpha becomes a trimap by the rule `refine_rule` (low, high, width) and that
+    student's alpha becomes a trimap by the rule `refine_rule` (low, high, width; width may be
+    "auto") and that
     trimap-based teacher refines it; the user gives no trimap.
     """
 
@@ -190,11 +191,10 @@ class Predictor:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.needs_trimap = self.model.role == "teacher"
-        self.refiner, self.rule = None, dict(zip(("low", "high", "width"), refine_rule or (LOW, HIGH, WIDTH)))
+        self.refiner, self.rule = None, parse_rule(refine_rule or (LOW, HIGH, WIDTH))
         if refine is not None:
             if self.needs_trimap:
                 raise PpidError(f"{weights}: refine mode starts from a trimap-free student; this is a teacher")
-            check_rule(**self.rule)
             self.refiner = load_model(refine, self.device)
             check_refiner(self.refiner, refine)
 
@@ -327,8 +327,9 @@ def add_arguments(parser):
     parser.add_argument("--save", default="alpha,rgba", help=f"comma-separated outputs among {','.join(OUTPUT_KINDS)} (default alpha,rgba)")
     parser.add_argument("--background", metavar="COLOUR|IMAGE", help="white, black, green, #RRGGBB or an image file; implies composite (default white)")
     parser.add_argument("--refine", metavar="TEACHER", help="refine mode: a trimap from the student's alpha, then this trimap-based teacher refines the unknown band")
-    parser.add_argument("--refine-rule", type=float, nargs=3, metavar=("LOW", "HIGH", "WIDTH"),
-                        help=f"unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side (default {LOW} {HIGH} {WIDTH})")
+    parser.add_argument("--refine-rule", nargs=3, metavar=("LOW", "HIGH", "WIDTH"),
+                        help=f"unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side, or 'auto': "
+                             f"{AUTO_SCALE} x the share of the image the student leaves soft (default {LOW} {HIGH} {WIDTH})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--max-side", type=int, metavar="N", help="run the model on a copy whose longer side is at most N pixels and upsample the alpha")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="N", help=f"run photos with a side over N px in overlapping N px tiles to bound memory (default {DEFAULT_TILE}; 0: always whole)")

@@ -8,6 +8,12 @@ The rule, `trimap_from_alpha(alpha, low, high, width)`: unknown where low < alph
 `width` x the shorter image side (at least 1 px) in every direction, so that the teacher also sees
 the edge pixels the student got wrong; foreground where alpha >= high outside that band;
 background elsewhere. Defaults: low 0.05, high 0.95, width 0.01.
+
+`width="auto"` sets each image's width from how unsure the student is: `auto_scale` x the share of
+the image where LOW < alpha < HIGH (the default thresholds, whatever `low`/`high` the band uses).
+A student that leaves much of the image soft (transparent objects, haze on the background) gets a
+wide band, a decisive one a narrow band. Its default, AUTO_SCALE, was chosen on the validation split
+(docs/results.md, "Refine mode").
 """
 
 import torch
@@ -17,21 +23,45 @@ from . import PpidError
 from .models.common import clamp_to_trimap
 
 LOW, HIGH, WIDTH = 0.05, 0.95, 0.01
+AUTO_SCALE = 0.15
 
 
-def check_rule(low=LOW, high=HIGH, width=WIDTH):
+def check_rule(low=LOW, high=HIGH, width=WIDTH, auto_scale=AUTO_SCALE):
     if not 0.0 <= low < high <= 1.0:
         raise PpidError(f"refine thresholds need 0 <= low < high <= 1, got low {low} and high {high}")
-    if not 0.0 <= width < 0.5:
-        raise PpidError(f"refine band width is a share of the shorter image side in [0, 0.5), got {width}")
+    if width != "auto" and not (isinstance(width, (int, float)) and 0.0 <= width < 0.5):
+        raise PpidError(f"refine band width is 'auto' or a share of the shorter image side in [0, 0.5), got {width!r}")
+    if not 0.0 <= auto_scale < 0.5:
+        raise PpidError(f"refine auto_scale needs 0 <= auto_scale < 0.5, got {auto_scale}")
 
 
-def trimap_from_alpha(alpha, low=LOW, high=HIGH, width=WIDTH):
+def parse_rule(words):
+    """(LOW, HIGH, WIDTH), numbers or their text, WIDTH also 'auto' -> the checked rule as keyword arguments."""
+    try:
+        low, high, width = words
+        rule = {"low": float(low), "high": float(high), "width": width if width == "auto" else float(width)}
+    except (TypeError, ValueError):
+        raise PpidError(f"the refine rule is LOW HIGH WIDTH (numbers; WIDTH may be 'auto'), got {words!r}") from None
+    check_rule(**rule)
+    return rule
+
+
+def band_widths(alpha, width=WIDTH, auto_scale=AUTO_SCALE):
+    """Each image's band width (a list of N shares of the shorter side) for alpha (N, 1, H, W)."""
+    if width != "auto":
+        return [width] * alpha.shape[0]
+    unsure = ((alpha > LOW) & (alpha < HIGH)).float().mean(dim=(1, 2, 3))
+    return (auto_scale * unsure).tolist()
+
+
+def trimap_from_alpha(alpha, low=LOW, high=HIGH, width=WIDTH, auto_scale=AUTO_SCALE):
     """Trimap (N, 1, H, W) in {0, 0.5, 1} from alpha (N, 1, H, W) in [0, 1] (the rule above)."""
-    check_rule(low, high, width)
-    unknown = ((alpha > low) & (alpha < high)).float()
-    radius = max(1, round(width * min(alpha.shape[-2:])))
-    unknown = F.max_pool2d(unknown, 2 * radius + 1, stride=1, padding=radius) > 0
+    check_rule(low, high, width, auto_scale)
+    soft = ((alpha > low) & (alpha < high)).float()
+    unknown = torch.empty_like(soft, dtype=torch.bool)
+    for i, share in enumerate(band_widths(alpha, width, auto_scale)):  # images, not pixels: "auto" differs per image
+        radius = max(1, round(share * min(alpha.shape[-2:])))
+        unknown[i] = F.max_pool2d(soft[i : i + 1], 2 * radius + 1, stride=1, padding=radius)[0] > 0
     fg = (alpha >= high) & ~unknown
     return torch.where(unknown, torch.full_like(alpha, 0.5), fg.to(alpha.dtype))
 
@@ -45,10 +75,10 @@ def _whole(model, image, trimap):
     return model(image, trimap).alpha.float()
 
 
-def refine(student, teacher, image, low=LOW, high=HIGH, width=WIDTH, run=_whole):
+def refine(student, teacher, image, low=LOW, high=HIGH, width=WIDTH, auto_scale=AUTO_SCALE, run=_whole):
     """(refined alpha, derived trimap, student alpha), each (N, 1, H, W) float32, for image
     (N, 3, H, W). `run(model, image, trimap)` gives a model's alpha (the Predictor's runs in tiles).
     Call under torch.inference_mode() (and autocast if wanted)."""
     student_alpha = run(student, image, None)
-    trimap = trimap_from_alpha(student_alpha, low, high, width)
+    trimap = trimap_from_alpha(student_alpha, low, high, width, auto_scale)
     return clamp_to_trimap(run(teacher, image, trimap), trimap), trimap, student_alpha
