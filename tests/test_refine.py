@@ -1,5 +1,7 @@
 """Refine mode: the trimap rule, the Predictor and CLI paths, and `ppid evaluate --refine`."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,11 @@ def test_predict_and_evaluate_cli_refine(weights, tmp_path, capsys):
     assert len(list((tmp_path / "out" / "alpha").glob("*.png"))) == 2
     capsys.readouterr()
     assert main(["evaluate", "--model", str(weights["indexnet_student"]), "--label", "student", "--refine", str(weights["indexnet_teacher"]),
-                 "--model", str(weights["indexnet_teacher"]), "--label", "teacher", "--data", str(tmp_path / "test"), "--device", "cpu"]) == 0
+                 "--refine-rule", "0.45", "0.55", "auto", "--model", str(weights["indexnet_teacher"]), "--label", "teacher",
+                 "--data", str(tmp_path / "test"), "--device", "cpu", "--json", str(tmp_path / "eval.json")]) == 0
     out = capsys.readouterr().out
     assert "student -> refine" in out and "teacher" in out and "derived from the student's alpha" in out
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["refine"]["rule"] == {"low": 0.45, "high": 0.55, "width": "auto"}  # which rule made the refine row
+    assert (tmp_path / saved["refine"]["teacher"]).resolve() == weights["indexnet_teacher"].resolve()
+    assert set(saved["summaries"]) == {"student", "student -> refine", "teacher"}

@@ -422,10 +422,10 @@ def _run_models(args):
     refiner = load_model(args.refine, device=device) if args.refine else None
     rule = None
     if refiner is not None:
-        from .refine import check_refiner, parse_rule
+        from .refine import HIGH, LOW, WIDTH, check_refiner, parse_rule
 
         check_refiner(refiner, args.refine)
-        rule = parse_rule(args.refine_rule) if args.refine_rule else None
+        rule = parse_rule(args.refine_rule or (LOW, HIGH, WIDTH))
     summaries = {}
     for label, path in zip(labels, args.model):
         model = load_model(path, device=device)
@@ -439,8 +439,11 @@ def _run_models(args):
                   f"{summary['count']} images (a dead alpha head when it is all of them)")
     if args.json:
         where = args.json.parent
-        models = {label: relative_to_folder(p, where) for label, p in zip(labels, args.model)}
-        write_json({"models": models, "data": relative_to_folder(args.data, where), "summaries": summaries}, args.json)
+        doc = {"models": {label: relative_to_folder(p, where) for label, p in zip(labels, args.model)},
+               "data": relative_to_folder(args.data, where), "summaries": summaries}
+        if refiner is not None:  # which teacher and rule made the "-> refine" rows
+            doc["refine"] = {"teacher": relative_to_folder(args.refine, where), "rule": rule}
+        write_json(doc, args.json)
         print(f"wrote {args.json}")
     return 0
 
