@@ -375,7 +375,7 @@ def add_arguments(parser):
                         help="with --model STUDENT: also evaluate student -> trimap from its alpha -> this teacher (refine mode)")
     parser.add_argument("--refine-rule", nargs=3, metavar=("LOW", "HIGH", "WIDTH"),
                         help="refine trimap rule: unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side, "
-                             "or 'auto' (a width from the student's soft share; docs/predict.md) (default 0.05 0.95 0.01)")
+                             "or 'auto' / 'auto:K' (a width from the student's soft share; docs/predict.md) (default 0.05 0.95 0.01)")
     parser.add_argument("--trimap", type=Path, help="folder of trimaps (0/128/255) for the transition region")
     parser.add_argument("--split", type=Path, help="'name group' file (groups e.g. transparent, non-transparent)")
     parser.add_argument("--region", choices=("transition", "whole", "both"),

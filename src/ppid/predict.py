@@ -328,8 +328,8 @@ def add_arguments(parser):
     parser.add_argument("--background", metavar="COLOUR|IMAGE", help="white, black, green, #RRGGBB or an image file; implies composite (default white)")
     parser.add_argument("--refine", metavar="TEACHER", help="refine mode: a trimap from the student's alpha, then this trimap-based teacher refines the unknown band")
     parser.add_argument("--refine-rule", nargs=3, metavar=("LOW", "HIGH", "WIDTH"),
-                        help=f"unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side, or 'auto': "
-                             f"{AUTO_SCALE} x the share of the image the student leaves soft (default {LOW} {HIGH} {WIDTH})")
+                        help=f"unknown where LOW < alpha < HIGH, grown by WIDTH x the shorter side, or 'auto' ('auto:K'): "
+                             f"{AUTO_SCALE} (K) x the share of the image the student leaves soft (default {LOW} {HIGH} {WIDTH})")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--max-side", type=int, metavar="N", help="run the model on a copy whose longer side is at most N pixels and upsample the alpha")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="N", help=f"run photos with a side over N px in overlapping N px tiles to bound memory (default {DEFAULT_TILE}; 0: always whole)")

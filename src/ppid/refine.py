@@ -9,7 +9,8 @@ The rule, `trimap_from_alpha(alpha, low, high, width)`: unknown where low < alph
 the edge pixels the student got wrong; foreground where alpha >= high outside that band;
 background elsewhere. Defaults: low 0.05, high 0.95, width 0.01.
 
-`width="auto"` sets each image's width from how unsure the student is: `auto_scale` x the share of
+`width="auto"` (on the command line `auto`, or `auto:K` for auto_scale K) sets each image's width
+from how unsure the student is: `auto_scale` x the share of
 the image where LOW < alpha < HIGH (the default thresholds, whatever `low`/`high` the band uses).
 A student that leaves much of the image soft (transparent objects, haze on the background) gets a
 wide band, a decisive one a narrow band. Its default, AUTO_SCALE, was chosen on the validation split
@@ -36,12 +37,22 @@ def check_rule(low=LOW, high=HIGH, width=WIDTH, auto_scale=AUTO_SCALE):
 
 
 def parse_rule(words):
-    """(LOW, HIGH, WIDTH), numbers or their text, WIDTH also 'auto' -> the checked rule as keyword arguments."""
+    """(LOW, HIGH, WIDTH), numbers or their text; WIDTH also 'auto' or 'auto:K' (auto_scale K)
+    -> the checked rule as keyword arguments."""
     try:
         low, high, width = words
-        rule = {"low": float(low), "high": float(high), "width": width if width == "auto" else float(width)}
+        rule = {"low": float(low), "high": float(high)}
+        if isinstance(width, str) and width.startswith("auto"):
+            name, _, scale = width.partition(":")
+            if name != "auto":
+                raise ValueError(width)
+            rule["width"] = "auto"
+            if scale:
+                rule["auto_scale"] = float(scale)
+        else:
+            rule["width"] = float(width)
     except (TypeError, ValueError):
-        raise PpidError(f"the refine rule is LOW HIGH WIDTH (numbers; WIDTH may be 'auto'), got {words!r}") from None
+        raise PpidError(f"the refine rule is LOW HIGH WIDTH (numbers; WIDTH may be 'auto' or 'auto:K'), got {words!r}") from None
     check_rule(**rule)
     return rule
 
