@@ -168,8 +168,7 @@ class Predictor:
     runs in windows of `tile` px that overlap by `overlap` (multiples of 32; see `tile_windows`);
     `tile=None` always runs the whole image at once. `refine=TEACHER` (refine mode, ppid.refine): the
     student's alpha becomes a trimap by the rule `refine_rule` (low, high, width; width may be
-    "auto") and that
-    trimap-based teacher refines it; the user gives no trimap.
+    "auto" or "auto:K") and that trimap-based teacher refines it; the user gives no trimap.
     """
 
     def __init__(self, weights, device="auto", precision="fp32", max_side=None, tile=DEFAULT_TILE, overlap=DEFAULT_OVERLAP,

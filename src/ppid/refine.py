@@ -10,11 +10,11 @@ the edge pixels the student got wrong; foreground where alpha >= high outside th
 background elsewhere. Defaults: low 0.05, high 0.95, width 0.01.
 
 `width="auto"` (on the command line `auto`, or `auto:K` for auto_scale K) sets each image's width
-from how unsure the student is: `auto_scale` x the share of
-the image where LOW < alpha < HIGH (the default thresholds, whatever `low`/`high` the band uses).
-A student that leaves much of the image soft (transparent objects, haze on the background) gets a
-wide band, a decisive one a narrow band. Its default, AUTO_SCALE, was chosen on the validation split
-(docs/results.md, "Refine mode").
+from how unsure the student is: `auto_scale` x the share of the image where LOW < alpha < HIGH (the
+default thresholds, whatever `low`/`high` the band uses). A student that leaves much of the image
+soft (transparent objects, haze on the background) gets a wide band, a decisive one a narrow band.
+Its default, AUTO_SCALE, was chosen on the validation split with IndexNet students; other families
+want their own (docs/results.md, "Refine mode").
 """
 
 import torch
