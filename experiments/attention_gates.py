@@ -4,7 +4,8 @@ Every family's decoder multiplies its stride-4 and stride-2 features by a spatia
 sigmoid(logits) (ALD, eq. 5-9). ALD's attention term compares softmax-normalised maps, which do not
 see the logits' level, so it does not hold a student's gate open. Per model, over the first
 --max-items images of a built set: each gate's mean and largest value, the mean |feature| it gates,
-and the predicted alpha's range. Teachers get the set's trimaps. Writes JSON to --out.
+and the predicted alpha's range. Teachers get the set's trimaps. Writes JSON to --out. (DIM's
+collapsed PPID student had a shut gate, but a probe showed its head died first: docs/results.md.)
 
     python experiments/attention_gates.py --model teacher=T.safetensors --model ppid=P.safetensors \
         --data data/val --out gates.json
