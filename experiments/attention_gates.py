@@ -12,7 +12,6 @@ collapsed PPID student had a shut gate, but a probe showed its head died first: 
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import numpy as np
 import torch
 
 from ppid.data.datasets import CompositeTestSet
-from ppid.evaluate import relative_to_folder
-from ppid.io import atomic_path, command_line
+from ppid.evaluate import relative_to_folder, write_json
+from ppid.io import command_line
 from ppid.models import load_model
 
 
@@ -58,8 +57,7 @@ def main():
         doc["models"][label] = {"weights": relative_to_folder(Path(path), args.out.parent), **gate_stats(model, data, args.max_items)}
         print(label, doc["models"][label], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(doc, args.out)
     return 0
 
 
