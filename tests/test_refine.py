@@ -55,7 +55,7 @@ def test_auto_width_grows_the_band_with_the_students_soft_share():
 
 def test_refine_rule_parsing_names_the_problem():
     assert parse_rule(("0.45", "0.55", "auto")) == {"low": 0.45, "high": 0.55, "width": "auto"}
-    assert parse_rule((0.05, 0.95, 0.01)) == {"low": 0.05, "high": 0.95, "width": 0.01}
+    assert parse_rule((0.05, 0.95, 0.01)) == {"low": 0.05, "high": 0.95, "width": 0.01} == parse_rule()  # the defaults
     assert parse_rule(("0.45", "0.55", "auto:0.2")) == {"low": 0.45, "high": 0.55, "width": "auto", "auto_scale": 0.2}
     for bad in ("wide", "automatic", "auto:x"):
         with pytest.raises(PpidError, match="WIDTH may be 'auto'"):

@@ -422,10 +422,10 @@ def _run_models(args):
     refiner = load_model(args.refine, device=device) if args.refine else None
     rule = None
     if refiner is not None:
-        from .refine import HIGH, LOW, WIDTH, check_refiner, parse_rule
+        from .refine import check_refiner, parse_rule
 
         check_refiner(refiner, args.refine)
-        rule = parse_rule(args.refine_rule or (LOW, HIGH, WIDTH))
+        rule = parse_rule(args.refine_rule)
     summaries = {}
     for label, path in zip(labels, args.model):
         model = load_model(path, device=device)

@@ -190,7 +190,7 @@ class Predictor:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.needs_trimap = self.model.role == "teacher"
-        self.refiner, self.rule = None, parse_rule(refine_rule or (LOW, HIGH, WIDTH))
+        self.refiner, self.rule = None, parse_rule(refine_rule)
         if refine is not None:
             if self.needs_trimap:
                 raise PpidError(f"{weights}: refine mode starts from a trimap-free student; this is a teacher")

@@ -36,9 +36,10 @@ def check_rule(low=LOW, high=HIGH, width=WIDTH, auto_scale=AUTO_SCALE):
         raise PpidError(f"refine auto_scale needs 0 <= auto_scale < 0.5, got {auto_scale}")
 
 
-def parse_rule(words):
+def parse_rule(words=None):
     """(LOW, HIGH, WIDTH), numbers or their text; WIDTH also 'auto' or 'auto:K' (auto_scale K)
-    -> the checked rule as keyword arguments."""
+    -> the checked rule as keyword arguments. None: the defaults."""
+    words = words or (LOW, HIGH, WIDTH)
     try:
         low, high, width = words
         rule = {"low": float(low), "high": float(high)}
