@@ -44,6 +44,11 @@ def time_training(run, settings, steps=3):
     }
     batch = {k: v.to(device) for k, v in batch.items()}
     objective = make_objective(model.to(device), cfg, teacher).to(device)
+    if device.type == "cuda" and cfg["train"]["channels_last"]:  # as train runs it: without, the
+        # H100 probe gave 0.097 s/step where training took about 0.06
+        objective = objective.to(memory_format=torch.channels_last)
+        teacher = teacher.to(memory_format=torch.channels_last) if teacher is not None else None
+        batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
     optimizer = torch.optim.SGD(objective.parameters(), lr=1e-4, momentum=0.9)
     times = []
     for _ in range(steps + 1):
