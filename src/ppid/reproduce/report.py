@@ -248,7 +248,7 @@ def protocol(settings, data, results, seeds, budget, families):
     return {
         "budget": budget,
         "hardware": devices,
-        "precision": f"autocast {'/'.join(precision)} where the device supports it (CPU: native bf16 only), evaluation float32 on the CPU",
+        "precision": f"autocast {'/'.join(precision)} where the device supports it (CPU: native bf16 only), evaluation float32 on the device that trained the run",
         "iterations": settings["iterations"],
         "crop": settings["size"],
         "batch_size": settings["batch_size"],
