@@ -11,7 +11,7 @@ from scipy import ndimage
 from ppid import PpidError
 from ppid.cli import main
 from ppid.data.datasets import read_split
-from ppid.evaluate import evaluate_arrays, evaluate_folders, format_comparison, format_table
+from ppid.evaluate import as_matte, evaluate_arrays, evaluate_folders, format_comparison, format_table
 from ppid.io import write_image
 from ppid.metrics import compute_metrics
 
@@ -242,8 +242,9 @@ def test_results_json_names_models_and_data_relative_to_itself(tmp_path, capsys)
 
 
 def test_a_collapsed_model_is_counted_and_warned_about(tmp_path, capsys):
-    """A dead alpha head predicts one value everywhere: the summary counts such images and the CLI
-    warns, so that its SAD is not read as the method's."""
+    """A dead alpha head predicts one value everywhere, or a few (a one-channel BatchNorm whose weight
+    went to ~0): the summary counts such flat images and the CLI warns, so that its SAD is not read
+    as the method's."""
     import torch
 
     from ppid.data.synth import synthesize
@@ -257,14 +258,23 @@ def test_a_collapsed_model_is_counted_and_warned_about(tmp_path, capsys):
     alive, dead = build("indexnet", "student"), build("indexnet", "student", revision=1)  # 1: ReLU6 head
     with torch.no_grad():
         dead.head[0][1].bias.fill_(-1e3)  # BN shift far below zero: ReLU6 outputs 0 everywhere
-    save_model(alive, tmp_path / "alive.safetensors")
-    save_model(dead, tmp_path / "dead.safetensors")
+    faint = build("dim", "student", revision=1).eval()  # 1: conv 64 -> 1 + BN(1) at the end
+    with torch.no_grad():  # the collapsed DIM PPID student's BN weight and bias: alpha 0.17-0.20
+        bn = faint.decoder[-1][1]
+        bn.weight.fill_(0.009), bn.bias.fill_(-1.49), bn.running_var.fill_(1e-3)  # var: the conv's scale
+        levels = as_matte(faint(torch.rand(1, 3, 64, 64)).alpha[0, 0].numpy())
+    assert 0 < int(levels.max()) - int(levels.min()) < 13  # a few values: more than one, fewer than 13
+    for name, model in (("alive", alive), ("dead", dead), ("faint", faint)):
+        save_model(model, tmp_path / f"{name}.safetensors")
     out = tmp_path / "summary.json"
-    assert main(["evaluate", "--model", str(tmp_path / "alive.safetensors"), "--model", str(tmp_path / "dead.safetensors"),
-                 "--label", "alive", "--label", "dead", "--data", str(tmp_path / "test"), "--device", "cpu",
-                 "--json", str(out)]) == 0
+    args = ["evaluate", "--data", str(tmp_path / "test"), "--device", "cpu", "--json", str(out)]
+    for name in ("alive", "dead", "faint"):
+        args += ["--model", str(tmp_path / f"{name}.safetensors"), "--label", name]
+    assert main(args) == 0
     summaries = json.loads(out.read_text())["summaries"]
-    assert summaries["dead"]["constant_predictions"] == summaries["dead"]["count"] == 3
-    assert summaries["alive"]["constant_predictions"] == 0
+    assert summaries["dead"]["flat_predictions"] == summaries["dead"]["count"] == 3
+    assert summaries["faint"]["flat_predictions"] == 3
+    assert summaries["alive"]["flat_predictions"] == 0
     text = capsys.readouterr().out
-    assert "warning: dead predicted a constant alpha for 3 of 3 images" in text and "warning: alive" not in text
+    assert "warning: dead predicted a flat alpha (fewer than 13 of 256 levels) for 3 of 3 images" in text
+    assert "warning: faint predicted a flat alpha" in text and "warning: alive" not in text

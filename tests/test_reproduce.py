@@ -9,7 +9,7 @@ import pytest
 from ppid import PpidError
 from ppid.reproduce.paper import TABLE1
 from ppid.reproduce.plan import RESULT, make_plan, status
-from ppid.reproduce.report import write_report
+from ppid.reproduce.report import collapsed, write_report
 
 
 def _names(runs):
@@ -158,9 +158,9 @@ def test_report_lists_a_collapsed_run_apart_and_leaves_it_out_of_means_pairs_and
     runs, settings, data = make_plan((1,), ("indexnet",), (0, 1, 2), "smoke")
     for run in runs:
         result = _fixture_result(run, *SAD[(run.variant, run.seed)])
-        result["test"] |= {"count": 10, "constant_predictions": 3}  # some constant images: healthy
+        result["test"] |= {"count": 10, "flat_predictions": 3}  # some flat images: healthy
         if (run.variant, run.seed) == ("ppid", 1):
-            result["test"] |= {"constant_predictions": 10}  # every image: a dead alpha head
+            result["test"] |= {"flat_predictions": 10}  # every image: a dead alpha head
         (tmp_path / run.folder).mkdir(parents=True)
         (tmp_path / run.folder / RESULT).write_text(json.dumps(result))
     doc = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
@@ -173,9 +173,17 @@ def test_report_lists_a_collapsed_run_apart_and_leaves_it_out_of_means_pairs_and
     assert fam["gap_closed"]["transparent"]["ours"] == pytest.approx((10.5 - 6.5) / (10.5 - 2))
     assert fam["gap_closed"]["transparent"]["seeds"] == [0, 2]
     md = (tmp_path / "tables.md").read_text()
-    assert "| 2 (+1 collapsed) |" in md and "Collapsed (one alpha value on every test image" in md
+    assert "| 2 (+1 collapsed) |" in md and "Collapsed (a flat alpha on every test image" in md
     assert "PPID (CLSD + ALD) seed 1 (whole SAD 7.00)" in md
     assert "Gap closed (transparent): ours 47% (seeds 0, 2, paired)" in md
+
+
+def test_collapsed_reads_the_flat_count_and_falls_back_on_the_one_value_count():
+    assert collapsed({"test": {"count": 4, "flat_predictions": 4, "constant_predictions": 0}})
+    assert not collapsed({"test": {"count": 4, "flat_predictions": 3}})
+    assert collapsed({"test": {"count": 4, "constant_predictions": 4}})  # evaluated before the flat count
+    assert not collapsed({"test": {"count": 4, "constant_predictions": 3}})
+    assert not collapsed({"test": {"count": 4}})  # before either: healthy until re-evaluated
 
 
 def _val_record(step, sad):
@@ -295,7 +303,7 @@ def test_reproduce_runs_reports_skips_and_resumes(tiny_budget, tmp_path, monkeyp
     assert result["selection"].startswith("val-best") and result["test"]["count"] == 2
     assert result["config"]["data"]["val_root"] == "data/val"  # relative: no machine paths
     assert str(out) not in (out / runs[1].folder / "config.json").read_text()
-    assert isinstance(result["test"]["constant_predictions"], int)
+    assert isinstance(result["test"]["flat_predictions"], int)
     md = (out / "tables.md").read_text()
     assert "3 of 3 planned runs finished" in md and (out / "table1.png").is_file()
     assert (out / ".gitignore").read_text().count("*.safetensors") == 1
@@ -315,7 +323,7 @@ def test_re_evaluate_adds_the_new_fields_and_keeps_the_rest(tiny_budget, tmp_pat
     runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
     teacher, baseline = (out / runs[0].folder / RESULT), (out / runs[1].folder / RESULT)
     before = json.loads(baseline.read_text())
-    old = dict(before, test={k: v for k, v in before["test"].items() if k != "constant_predictions"})
+    old = dict(before, test={k: v for k, v in before["test"].items() if k != "flat_predictions"})
     baseline.write_text(json.dumps(old))  # a result from before the field existed
     (out / runs[0].folder / "model_best.safetensors").unlink()  # weights not on this machine
     teacher_before = teacher.read_text()

@@ -345,21 +345,27 @@ def predict_testset(model, testset, device, max_items=None, amp=None, refiner=No
     return rows
 
 
-def is_constant(alpha):
-    """True when a matte takes a single 8-bit value everywhere: what a dead alpha head predicts."""
+FLAT_LEVELS = 13  # 8-bit levels: 5% of the range
+
+
+def is_flat(alpha, levels=FLAT_LEVELS):
+    """True when a matte spans fewer than `levels` 8-bit values: what a dead alpha head predicts
+    (one value when its logits are constant; a few when a near-zero scale multiplies them, as the
+    first DIM PPID student's did: alpha 0.17-0.20 on every image). A matte of any object spans far
+    more: its foreground reaches near 1 and its background near 0."""
     matte = as_matte(alpha)
-    return bool(matte.min() == matte.max())
+    return int(matte.max()) - int(matte.min()) < levels
 
 
 def evaluate_model(model, testset, device, max_items=None, amp=None, refiner=None, rule=None):
     """Summary of one model on a built test set: whole image, and transition region when the test
-    set has trimaps. `constant_predictions` counts the images it predicted one alpha value for;
-    equal to `count`, the model has collapsed (the metrics then measure a constant matte)."""
+    set has trimaps. `flat_predictions` counts the images whose matte it predicted flat (`is_flat`);
+    equal to `count`, the model has collapsed (the metrics then measure a near-constant matte)."""
     rows = predict_testset(model, testset, device, max_items, amp, refiner, rule)
     region = "both" if all(r[3] is not None for r in rows) else "whole"
     clamping = "trimap" if model.role == "teacher" else "derived trimap" if refiner is not None else "none"
     summary = evaluate_arrays(rows, region=region, clamping=clamping)[1]
-    summary["constant_predictions"] = sum(is_constant(r[1]) for r in rows)
+    summary["flat_predictions"] = sum(is_flat(r[1]) for r in rows)
     return summary
 
 
@@ -434,9 +440,9 @@ def _run_models(args):
             summaries[f"{label} -> refine"] = evaluate_model(model, testset, device, refiner=refiner, rule=rule)
     print(format_comparison(summaries))
     for label, summary in summaries.items():
-        if summary["constant_predictions"]:
-            print(f"warning: {label} predicted a constant alpha for {summary['constant_predictions']} of "
-                  f"{summary['count']} images (a dead alpha head when it is all of them)")
+        if summary["flat_predictions"]:
+            print(f"warning: {label} predicted a flat alpha (fewer than {FLAT_LEVELS} of 256 levels) for "
+                  f"{summary['flat_predictions']} of {summary['count']} images (a dead alpha head when it is all of them)")
     if args.json:
         where = args.json.parent
         doc = {"models": {label: relative_to_folder(p, where) for label, p in zip(labels, args.model)},
