@@ -41,12 +41,14 @@ def test_forward_backward_and_tap_shapes(role, cross_layer):
 
 def test_parameter_counts_match_the_reference_dim():
     teacher, student = build("dim", "teacher"), build("dim", "student")
-    # Per-block counts of the reference DIMModel (4 input channels): 25,582,595 in all.
+    # Per-block counts of the reference DIMModel (4 input channels): 25,582,595 in all, of which
+    # revision 2 drops the last block's BN(1) (2 parameters).
     assert count_parameters(teacher.encoder) == 14_723_712
-    assert [count_parameters(b) for b in teacher.decoder] == [6_555_136, 3_277_568, 819_584, 204_992, 1_603]
+    assert [count_parameters(b) for b in teacher.decoder] == [6_555_136, 3_277_568, 819_584, 204_992, 1_601]
+    assert count_parameters(build("dim", "teacher", revision=1).decoder[-1]) == 1_603
     attention = count_parameters(teacher.attention)  # our two ALD gates: 2 x (2*7*7 + 1)
     assert attention == 198
-    assert count_parameters(teacher) == 25_582_595 + attention
+    assert count_parameters(teacher) == 25_582_595 - 2 + attention
     assert count_parameters(teacher) - count_parameters(student) == 64 * 9  # one input channel less
     for model in (teacher, student):
         assert abs(count_parameters(model) / PAPER_PARAMS["dim"]["plain"] - 1) < 0.02
@@ -146,3 +148,24 @@ def test_student_exports_to_onnx_with_dynamic_size(tmp_path):
     (got,) = session.run(None, {"image": image.numpy()})
     assert got.shape == expected.shape
     assert abs(got - expected).max() < 1e-4
+
+
+def test_revision_2_head_has_no_one_channel_batchnorm():
+    """Revision 1 ends in conv 64 -> 1 + BN(1): the BN fixes the logits' batch mean and spread to its
+    bias and weight, so one weight near 0 gives one alpha everywhere (the collapse of the first DIM
+    PPID student). Revision 2's logits are the conv's: they follow the features whatever the BN did."""
+    new, old = build("dim", "student"), build("dim", "student", revision=1)
+    assert new.build_args["revision"] == 2 and old.build_args["revision"] == 1
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in new.decoder[-1])
+    assert isinstance(old.decoder[-1][1], torch.nn.BatchNorm2d)
+    image, _ = inputs()
+    with torch.no_grad():
+        old.decoder[-1][1].weight.fill_(0.009)  # the collapsed student's BN weight and bias
+        old.decoder[-1][1].bias.fill_(-1.49)
+        alpha_old = old(image).alpha
+    assert alpha_old.std() < 0.01  # one value, about sigmoid(-1.49) = 0.18, in train mode too
+    assert abs(alpha_old.mean().item() - 0.184) < 0.01
+    with torch.no_grad():
+        assert new(image).alpha.std() > 0.01
+    with pytest.raises(PpidError, match="revision 3"):
+        build("dim", "student", revision=3)

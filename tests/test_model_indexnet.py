@@ -201,27 +201,3 @@ def test_revision_2_head_predicts_both_sides_of_one_half_in_flat_regions():
     assert alpha_old[6] > 0.99 and alpha_old[25] == 0.5  # background out of reach
     with pytest.raises(PpidError, match="revision 3"):
         build("indexnet", "student", revision=3)
-
-
-def test_files_without_a_revision_load_as_revision_1(tmp_path):
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
-    from ppid.models import load_model, save_model
-
-    torch.manual_seed(0)
-    model = build("indexnet", "student", revision=1).eval()
-    save_model(model, tmp_path / "model.safetensors")
-    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
-        meta = f.metadata()
-    args = json.loads(meta["ppid_build"])
-    del args["revision"]  # what files written before revisions hold
-    save_file(load_file(str(tmp_path / "model.safetensors")), str(tmp_path / "old.safetensors"),
-              metadata=meta | {"ppid_build": json.dumps(args)})
-    old = load_model(tmp_path / "old.safetensors")
-    assert old.build_args["revision"] == 1
-    x = inputs(1)[0]
-    with torch.no_grad():
-        assert torch.equal(old(x).alpha, model(x).alpha)

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from helpers import random_batch
 from ppid import PpidError
 from ppid.cli import main
-from ppid.models import PAPER_PARAMS, build, count_parameters, list_models, load_model, save_model
+from ppid.models import PAPER_PARAMS, build, count_parameters, list_models, load_model, revision, save_model
 from ppid.models.common import CrossLayerConnectors
 
 SLOW_FORWARD = {"gca"}  # families whose 64x64 CPU forward + round trip takes more than 5 s
@@ -111,6 +111,24 @@ def test_save_load_round_trip_is_bit_exact_and_pickle_free(tmp_path, family, rol
         assert torch.equal(loaded.state_dict()[key], value), key
     with torch.no_grad():
         assert torch.equal(loaded(image, trimap).alpha, model(image, trimap).alpha)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if revision(f) > 1])
+def test_files_without_a_revision_load_as_revision_1(tmp_path, family):
+    torch.manual_seed(0)
+    model = build(family, "student", revision=1).eval()
+    save_model(model, tmp_path / "model.safetensors")
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    args = json.loads(meta["ppid_build"])
+    del args["revision"]  # what files written before the family's first revision hold
+    save_file(load_file(str(tmp_path / "model.safetensors")), str(tmp_path / "old.safetensors"),
+              metadata=meta | {"ppid_build": json.dumps(args)})
+    old = load_model(tmp_path / "old.safetensors")
+    assert old.build_args["revision"] == 1
+    image, _ = inputs("student")
+    with torch.no_grad():
+        assert torch.equal(old(image).alpha, model(image).alpha)
 
 
 @pytest.mark.parametrize("family", [pytest.param(f, marks=[pytest.mark.slow] if f in SLOW_FORWARD else []) for f in FAMILIES])

@@ -9,8 +9,15 @@ torchvision checkpoint loads with `load_backbone`.
 Decoder: five blocks, each max-unpooling with the matching encoder indices then conv5x5 + BN
 (512 -> 512 -> 256 -> 128 -> 64 -> 1). The reference implementation has no activation anywhere in
 its decoder, which makes the four hidden layers one linear map between unpoolings; we put a ReLU
-(no parameters) after each hidden block. The last block (conv5x5 64 -> 1 + BN(1), as the reference)
-gives the alpha logits.
+(no parameters) after each hidden block. The last block (conv5x5 64 -> 1) gives the alpha logits.
+
+Revision 2 (build option `revision`, recorded in model files): the last block has no BatchNorm, as
+in the DIM paper's network; revision 1 had the reference's BN(1) there. A one-channel BatchNorm
+fixes the logits' batch mean and spread to its bias and weight, so a weight near 0 gives one alpha
+everywhere whatever the features: the first DIM PPID student (cpu_small, seed 0) went there by
+step 100 (weight 0.009, bias -1.49: alpha 0.18 on every image), with or without CLSD or ALD's
+attention term (results/dim_collapse/). Files without a recorded revision are revision 1 and load
+as such. Revision 2 has 25,582,593 parameters (the conv's bias stays, the BN's two go).
 
 PPID taps: `enc` = the five pooled block outputs (strides 2..32); `dec` = the decoder outputs at
 stride 4 (128 ch) and stride 2 (64 ch), each gated by a CBAM spatial attention (ALD, eq. 5-9).
@@ -27,6 +34,7 @@ ENCODER_WIDTHS = (64, 128, 256, 512, 512)
 ENCODER_DEPTHS = (2, 2, 3, 3, 3)
 DECODER_WIDTHS = (512, 256, 128, 64, 1)  # outputs of the blocks at strides 16, 8, 4, 2, 1
 ATTENTION_STRIDES = (4, 2)
+REVISION = 2  # 1: the last block with BN(1) (every DIM result before 2026-11-27); 2: without
 
 
 class VGG16BNEncoder(nn.Module):
@@ -62,8 +70,8 @@ def max_unpool(x, indices):
     return out.view(n, c, 2 * h, 2 * w)
 
 
-def decoder_block(c_in, c_out, relu=True):
-    layers = [nn.Conv2d(c_in, c_out, 5, padding=2), nn.BatchNorm2d(c_out)]
+def decoder_block(c_in, c_out, relu=True, norm=True):
+    layers = [nn.Conv2d(c_in, c_out, 5, padding=2)] + ([nn.BatchNorm2d(c_out)] if norm else [])
     return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
 
 
@@ -74,12 +82,13 @@ class DIMNet(MattingNet):
     backbone_attr = "encoder"
     first_conv_key = "features.0.weight"
 
-    def __init__(self, role, cross_layer=False):
+    def __init__(self, role, cross_layer=False, revision=REVISION):
         super().__init__(role, cross_layer)
         self.encoder = VGG16BNEncoder(self.in_channels)
         widths = (ENCODER_WIDTHS[-1],) + DECODER_WIDTHS
         self.decoder = nn.ModuleList(
-            decoder_block(c_in, c_out, relu=c_out != 1) for c_in, c_out in zip(widths[:-1], widths[1:])
+            decoder_block(c_in, c_out, relu=c_out != 1, norm=c_out != 1 or revision == 1)
+            for c_in, c_out in zip(widths[:-1], widths[1:])
         )
         self.attention = nn.ModuleList(SpatialAttention() for _ in ATTENTION_STRIDES)
         self.connectors = CrossLayerConnectors(ENCODER_WIDTHS) if cross_layer else None
@@ -112,7 +121,9 @@ class DIMNet(MattingNet):
         return MattingOutput(alpha=None, alpha_logits=y, enc=enc, dec=dec, cross=cross)
 
 
-def build(role, cross_layer=False, **options):
+def build(role, cross_layer=False, revision=REVISION, **options):
     if options:
         raise PpidError(f"dim takes no build options, got {', '.join(sorted(options))}")
-    return DIMNet(role, cross_layer=cross_layer)
+    if revision not in (1, 2):
+        raise PpidError(f"dim revision {revision!r}: expected 1 or 2")
+    return DIMNet(role, cross_layer=cross_layer, revision=revision)
