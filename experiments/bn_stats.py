@@ -8,9 +8,17 @@ unknown band, and are evaluated on whole 256 px composites, mostly background).
 With --tile T --overlap O, a third evaluation runs each model (running statistics) in windows of
 T px (ppid.predict.tile_windows), e.g. 128: the training crops' scale, with less context.
 
+With --recalibrate TRAIN_ROOT, another evaluation runs each model with running statistics
+recomputed on whole training composites ("precise BN"): the first N training foregrounds of
+TRAIN_ROOT (fg/, alpha/, bg/), each on the background of the same index, at their full size, in
+batches of 8, averaged over all of them; teachers get the test rule's trimap. No weight changes,
+and no validation or test image is used: population statistics at the test images' scale,
+where the protocol's come from training crops.
+
 A diagnostic, on the validation split; it changes no model and no reported number.
 
-    python experiments/bn_stats.py --model LABEL=M.safetensors [--model ...] --data data/val --out bn.json [--tile 128 --overlap 64]
+    python experiments/bn_stats.py --model LABEL=M.safetensors [--model ...] --data data/val --out bn.json \
+        [--tile 128 --overlap 64] [--recalibrate data/train --recalibrate-images 64]
 """
 
 import argparse
@@ -19,11 +27,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ppid.data.datasets import CompositeTestSet
+from ppid.data.compose import composite, test_trimap
+from ppid.data.datasets import CompositeTestSet, find_source
 from ppid.evaluate import evaluate_model, relative_to_folder
-from ppid.io import atomic_path, command_line
+from ppid.io import atomic_path, command_line, read_alpha, read_image
 from ppid.models import load_model
 from ppid.models.common import MattingOutput
 from ppid.predict import check_tiling, tiled_alpha
@@ -52,6 +62,44 @@ def _batch_stats_if_spatial(bn, inputs):
     bn.training = inputs[0][0, 0].numel() > 1
 
 
+def whole_composites(train_root, count, batch=8):
+    """Batches (image, trimap) of the first `count` training foregrounds, each composited on the
+    background of the same index at the foreground's size; trimaps by the test rule, /255."""
+    source = find_source(train_root)
+    if not 0 < count <= min(len(source.fg), len(source.bg)):
+        raise SystemExit(f"--recalibrate-images {count}: {train_root} has {len(source.fg)} foregrounds, {len(source.bg)} backgrounds")
+    images, trimaps = [], []
+    for fg_path, alpha_path, bg_path in list(zip(source.fg, source.alpha, source.bg))[:count]:
+        fg, alpha, bg = read_image(fg_path), read_alpha(alpha_path), read_image(bg_path)
+        if bg.shape != fg.shape:
+            raise SystemExit(f"{bg_path}: background size {bg.shape[:2]} differs from its foreground's {fg.shape[:2]}")
+        images.append(torch.from_numpy(np.ascontiguousarray(composite(fg, bg, alpha).transpose(2, 0, 1))).float())
+        trimaps.append(torch.from_numpy(test_trimap(alpha)).float()[None] / 255)
+    return [(torch.stack(images[i:i + batch]), torch.stack(trimaps[i:i + batch])) for i in range(0, count, batch)]
+
+
+@contextlib.contextmanager
+def recalibrated_statistics(model, batches):
+    """Within the block, every BatchNorm's running statistics are the cumulative average over
+    `batches` (forwards in training mode, no gradient); the model's own statistics come back after."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(bn.momentum, bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average: every batch weighs the same
+    model.train()
+    with torch.no_grad():
+        for image, trimap in batches:
+            model(image, trimap if model.role == "teacher" else None)
+    model.eval()
+    try:
+        yield model
+    finally:
+        for bn, (momentum, mean, var, tracked) in zip(norms, saved):
+            bn.momentum = momentum
+            bn.running_mean.copy_(mean), bn.running_var.copy_(var), bn.num_batches_tracked.copy_(tracked)
+
+
 class Tiled(torch.nn.Module):
     """The model run window by window, as `Predictor(tile=, overlap=)` runs large photos."""
 
@@ -75,9 +123,13 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--tile", type=int, help="also evaluate in windows of this many px")
     parser.add_argument("--overlap", type=int, default=64, help="with --tile: the windows' overlap in px")
+    parser.add_argument("--recalibrate", type=Path, metavar="TRAIN_ROOT",
+                        help="also evaluate with BatchNorm statistics recomputed on whole training composites")
+    parser.add_argument("--recalibrate-images", type=int, default=64, help="with --recalibrate: how many")
     args = parser.parse_args(argv)
     if args.tile is not None:
         check_tiling(args.tile, args.overlap)
+    batches = whole_composites(args.recalibrate, args.recalibrate_images) if args.recalibrate else None
     data, device, where = CompositeTestSet(args.data), torch.device("cpu"), args.out.parent
     doc = {"command": command_line(argv), "data": relative_to_folder(args.data, where), "metric": "whole-image SAD",
            "models": {}}
@@ -90,6 +142,9 @@ def main(argv=None):
         row = {"weights": relative_to_folder(path, where), "running_stats": running, "per_image_stats": per_image}
         if args.tile is not None:
             row[f"tiled_{args.tile}_overlap_{args.overlap}"] = sads(evaluate_model(Tiled(model, args.tile, args.overlap), data, device))
+        if batches is not None:
+            with recalibrated_statistics(model, batches):
+                row[f"recalibrated_{args.recalibrate_images}_whole_training_images"] = sads(evaluate_model(model, data, device))
         doc["models"][label] = row
         print(f"{label}: " + " | ".join(f"{k} {v}" for k, v in row.items() if k != "weights"), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
