@@ -126,6 +126,7 @@ def main(argv=None):
     parser.add_argument("--recalibrate", type=Path, metavar="TRAIN_ROOT",
                         help="also evaluate with BatchNorm statistics recomputed on whole training composites")
     parser.add_argument("--recalibrate-images", type=int, default=64, help="with --recalibrate: how many")
+    parser.add_argument("--no-per-image", action="store_true", help="skip the per-image statistics evaluation")
     args = parser.parse_args(argv)
     if args.tile is not None:
         check_tiling(args.tile, args.overlap)
@@ -136,10 +137,10 @@ def main(argv=None):
     for spec in args.model:
         label, _, path = spec.partition("=")
         model = load_model(path, device=device)
-        running = sads(evaluate_model(model, data, device))
-        with per_image_statistics(model):
-            per_image = sads(evaluate_model(model, data, device))
-        row = {"weights": relative_to_folder(path, where), "running_stats": running, "per_image_stats": per_image}
+        row = {"weights": relative_to_folder(path, where), "running_stats": sads(evaluate_model(model, data, device))}
+        if not args.no_per_image:
+            with per_image_statistics(model):
+                row["per_image_stats"] = sads(evaluate_model(model, data, device))
         if args.tile is not None:
             row[f"tiled_{args.tile}_overlap_{args.overlap}"] = sads(evaluate_model(Tiled(model, args.tile, args.overlap), data, device))
         if batches is not None:
