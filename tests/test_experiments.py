@@ -1,0 +1,50 @@
+"""The experiment scripts' own logic that a reported number rests on (experiments/bn_stats.py)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from ppid.models import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recalibrated_statistics_average_the_batches_and_come_back_after():
+    bn_stats = load_script("bn_stats")
+    torch.manual_seed(0)
+    model = build("indexnet", "student").eval()
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    inputs = []
+    first.register_forward_hook(lambda module, args, out: inputs.append(args[0].detach().clone()))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = [(torch.rand(2, 3, 64, 64) * scale, None) for scale in (1.0, 3.0)]
+    with bn_stats.recalibrated_statistics(model, batches):
+        assert not model.training
+        seen = torch.cat(inputs)  # what the first BatchNorm saw: both batches, weighed alike
+        assert torch.allclose(first.running_mean, seen.mean(dim=(0, 2, 3)), atol=1e-5)
+        assert not torch.equal(first.running_mean, before[next(k for k in before if k.endswith("running_mean"))])
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # the model's own statistics are back
+
+
+def test_whole_composites_come_in_batches_with_test_trimaps(tmp_path):
+    from ppid.data.synth import synthesize
+
+    bn_stats = load_script("bn_stats")
+    synthesize(tmp_path / "train", 5, seed=0, size=(48, 64), workers=1)
+    batches = bn_stats.whole_composites(tmp_path / "train", 5, batch=2)
+    assert [tuple(image.shape) for image, _ in batches] == [(2, 3, 48, 64), (2, 3, 48, 64), (1, 3, 48, 64)]
+    trimap = batches[0][1]
+    assert trimap.shape == (2, 1, 48, 64)  # 0 / 128 / 255 over 255, as evaluation feeds teachers
+    assert torch.isin(trimap.unique(), torch.tensor([0.0, 128 / 255, 1.0])).all()
+    with pytest.raises(SystemExit, match="has 5 foregrounds"):
+        bn_stats.whole_composites(tmp_path / "train", 6)
