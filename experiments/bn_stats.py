@@ -113,7 +113,12 @@ class Tiled(torch.nn.Module):
 
 
 def sads(summary):
-    return {g: round(v["sad"], 4) for g, v in summary["results"]["whole"].items()}
+    """Whole-image SAD per group, and the transition region's under "transition" when scored."""
+    results = summary["results"]
+    row = {g: round(v["sad"], 4) for g, v in results["whole"].items()}
+    if "transition" in results:
+        row["transition"] = {g: round(v["sad"], 4) for g, v in results["transition"].items()}
+    return row
 
 
 def main(argv=None):
