@@ -292,6 +292,8 @@ def test_reproduce_runs_reports_skips_and_resumes(tiny_budget, tmp_path, monkeyp
     monkeypatch.setattr(engine, "make_batches", cut_the_second_run)
     assert _reproduce(out) == 130  # interrupted, as the CLI reports it
     runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    cut = out / runs[1].folder
+    assert str(out) not in (cut / "config.json").read_text() + (cut / "log.jsonl").read_text()  # committable as is
     assert [status(r, out) for r in runs] == ["done", "resume", "pending"]
     monkeypatch.setattr(engine, "make_batches", real_batches)
     assert _reproduce(out) == 0

@@ -329,12 +329,12 @@ def execute(run, root, runs_by_folder, log=print):
     saver.start()
     try:
         outcome = train(absolute(run.config, root, run.folder), resume=resume)
-    finally:  # an interrupted run's time counts too
+    finally:  # an interrupted run's time counts too, and its record is committed as it stands
         stop.set()
         saver.join()  # its last write must not land after the final one below
         spent += time.time() - started
         _write_spent(spent_file, spent)
-    record_relative(folder, root)
+        record_relative(folder, root)
     result = evaluate_run(run, root, outcome)
     result["train_wall_s"] = round(spent, 1)
     with atomic_path(folder / RESULT) as tmp:
