@@ -84,17 +84,18 @@ def recalibrated_statistics(model, batches):
     `batches` (forwards in training mode, no gradient); the model's own statistics come back after."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     saved = [(bn.momentum, bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative moving average: every batch weighs the same
-    model.train()
-    with torch.no_grad():
-        for image, trimap in batches:
-            model(image, trimap if model.role == "teacher" else None)
-    model.eval()
     try:
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative moving average: every batch weighs the same
+        model.train()
+        with torch.no_grad():
+            for image, trimap in batches:
+                model(image, trimap if model.role == "teacher" else None)
+        model.eval()
         yield model
-    finally:
+    finally:  # also when a forward above fails
+        model.eval()
         for bn, (momentum, mean, var, tracked) in zip(norms, saved):
             bn.momentum = momentum
             bn.running_mean.copy_(mean), bn.running_var.copy_(var), bn.num_batches_tracked.copy_(tracked)
@@ -137,7 +138,7 @@ def main(argv=None):
         check_tiling(args.tile, args.overlap)
     batches = whole_composites(args.recalibrate, args.recalibrate_images) if args.recalibrate else None
     data, device, where = CompositeTestSet(args.data), torch.device("cpu"), args.out.parent
-    doc = {"command": command_line(argv), "data": relative_to_folder(args.data, where), "metric": "whole-image SAD",
+    doc = {"command": command_line(argv), "data": relative_to_folder(args.data, where), "metric": "whole-image SAD per group (the transition region's under 'transition' where the set has trimaps)",
            "models": {}}
     for spec in args.model:
         label, _, path = spec.partition("=")

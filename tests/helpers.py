@@ -1,6 +1,11 @@
-"""Shared test inputs (tests/ is on sys.path under pytest's default import mode)."""
+"""Shared test inputs and loaders (tests/ is on sys.path under pytest's default import mode)."""
+
+import importlib.util
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_batch(n=2, h=64, w=64, seed=0):
@@ -9,3 +14,12 @@ def random_batch(n=2, h=64, w=64, seed=0):
     image = torch.rand(n, 3, h, w, generator=g)
     trimap = torch.randint(0, 3, (n, 1, h, w), generator=g).float() / 2
     return image, trimap
+
+
+def load_script(path):
+    """A script of the repository (benchmarks/, experiments/) loaded as a module, without running
+    its main. A script that imports its neighbours needs its folder on sys.path first."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,25 +1,16 @@
 """The experiment scripts' own logic that a reported number rests on (experiments/bn_stats.py)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
+from helpers import ROOT, load_script
 from ppid.models import build
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+BN_STATS = ROOT / "experiments" / "bn_stats.py"
 
 
 def test_recalibrated_statistics_average_the_batches_and_come_back_after():
-    bn_stats = load_script("bn_stats")
+    bn_stats = load_script(BN_STATS)
     torch.manual_seed(0)
     model = build("indexnet", "student").eval()
     first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -39,7 +30,7 @@ def test_recalibrated_statistics_average_the_batches_and_come_back_after():
 def test_whole_composites_come_in_batches_with_test_trimaps(tmp_path):
     from ppid.data.synth import synthesize
 
-    bn_stats = load_script("bn_stats")
+    bn_stats = load_script(BN_STATS)
     synthesize(tmp_path / "train", 5, seed=0, size=(48, 64), workers=1)
     batches = bn_stats.whole_composites(tmp_path / "train", 5, batch=2)
     assert [tuple(image.shape) for image, _ in batches] == [(2, 3, 48, 64), (2, 3, 48, 64), (1, 3, 48, 64)]

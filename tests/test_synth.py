@@ -3,14 +3,13 @@
 The properties every benchmark version must have run once per version (the `version` fixture)."""
 
 import hashlib
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import ROOT, load_script
 from ppid import PpidError
 from ppid.cli import main
 from ppid.data.preview import preview_grid
@@ -185,12 +184,9 @@ def test_cli_version_flag(tmp_path, capsys):
 
 def _synth_stats(monkeypatch):
     # its folder on sys.path, as when it runs as a script: it imports benchmarks/common.py
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    folder = ROOT / "benchmarks"
     monkeypatch.syspath_prepend(str(folder))
-    spec = importlib.util.spec_from_file_location("synth_stats", folder / "synth_stats.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(folder / "synth_stats.py")
 
 
 def test_version_2_has_no_sharpness_shortcut(tmp_path, monkeypatch):
