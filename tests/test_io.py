@@ -194,3 +194,24 @@ def test_list_images_by_stem_skips_hidden_and_rejects_duplicates(tmp_path):
         list_images(tmp_path)
     with pytest.raises(PpidError, match="missing: folder not found"):
         list_images(tmp_path / "missing")
+
+
+def test_exclusive_makes_a_second_writer_wait_and_say_so(tmp_path):
+    import threading
+
+    from ppid.io import exclusive
+
+    lock, order, said = tmp_path / "locks" / "data.lock", [], []
+    with exclusive(lock, "the data"):
+        def second():
+            with exclusive(lock, "the data", log=said.append):
+                order.append("second")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(0.3)
+        assert thread.is_alive()  # still waiting while the first holds the lock
+        order.append("first")
+    thread.join(5)
+    assert order == ["first", "second"]
+    assert said == ["waiting for another process that is writing the data"]

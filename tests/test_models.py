@@ -113,6 +113,21 @@ def test_save_load_round_trip_is_bit_exact_and_pickle_free(tmp_path, family, rol
         assert torch.equal(loaded(image, trimap).alpha, model(image, trimap).alpha)
 
 
+def test_the_same_weights_give_the_same_file_bytes_in_every_process(tmp_path):
+    """A run's record names its weights by checksum; a retrained teacher is checked against it.
+    Several safetensors metadata entries come out in a per-process random order, so the files
+    are compared across separate processes."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch; from ppid.models import build, save_model; torch.manual_seed(0); "
+              "save_model(build('indexnet', 'student'), sys.argv[1])")
+    paths = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True)
+    assert len({path.read_bytes() for path in paths}) == 1
+
+
 @pytest.mark.parametrize("family", [f for f in FAMILIES if revision(f) > 1])
 def test_files_without_a_revision_load_as_revision_1(tmp_path, family):
     torch.manual_seed(0)

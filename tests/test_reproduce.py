@@ -387,3 +387,55 @@ def test_training_time_is_saved_while_a_run_trains(tiny_budget, tmp_path, monkey
     assert _reproduce(out) == 130
     assert seen and seen[-1] > 0.05  # written during training, not only when it stopped
     assert float((out / runs[0].folder / "train_wall_s.txt").read_text()) >= seen[-1]
+
+
+def test_a_missing_teacher_is_retrained_and_a_matching_record_kept(tiny_budget, tmp_path, capsys):
+    """A fresh machine has the committed records but no weights: a student retrains its teacher
+    from its seed. Same test results: the teacher's committed record stays as it was; others: the
+    log warns and the record describes the new weights."""
+    out = tmp_path / "exp"
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    teacher = out / runs[0].folder
+    assert _reproduce(out, "--only", runs[0].folder) == 0
+    record = {p.name: p.read_bytes() for p in teacher.iterdir() if p.suffix in (".json", ".jsonl", ".txt")}
+    (teacher / "model_best.safetensors").unlink()
+    capsys.readouterr()
+    assert _reproduce(out, "--only", runs[2].folder) == 0  # the PPID student
+    text = capsys.readouterr().out
+    assert "teacher weights missing; retraining it from its seed" in text
+    assert "the retrained weights reproduce the recorded test results exactly" in text, text
+    assert {name: (teacher / name).read_bytes() for name in record} == record  # same bytes: deterministic files
+    student = json.loads((out / runs[2].folder / RESULT).read_text())
+    assert student["teacher_sha256"] == json.loads(record["result.json"])["weights_sha256"]
+
+    result = json.loads(record["result.json"])
+    result["test"]["results"]["whole"]["all"]["sad"] += 1.0  # a record of other weights
+    (teacher / RESULT).write_text(json.dumps(result))
+    (teacher / "model_best.safetensors").unlink()
+    (out / runs[2].folder / RESULT).unlink()
+    assert _reproduce(out, "--only", runs[2].folder) == 0
+    assert "do not reproduce the recorded test results" in capsys.readouterr().out
+    def measured(raw):
+        return {k: v for k, v in json.loads(raw).items() if k != "train_wall_s"}
+
+    assert measured((teacher / RESULT).read_bytes()) == measured(record["result.json"])  # the new weights' record
+
+
+def test_a_run_finished_by_another_process_is_not_trained_again(tiny_budget, tmp_path, monkeypatch):
+    """Two `--only` processes that name the same run take turns: the one that waited finds the
+    result and returns it."""
+    import ppid.reproduce.plan as plan
+    import ppid.train as engine
+
+    out = tmp_path / "exp"
+    assert _reproduce(out, "--only", "runs/indexnet/teacher/seed0") == 0
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(engine, "train", must_not_train)
+    by_folder = {run.folder: run for run in runs}
+    result = plan.execute(runs[0], out, by_folder, log=lambda *_: None)
+    assert result == json.loads((out / runs[0].folder / RESULT).read_text())
+    assert (out / ".locks").is_dir() and ".locks/" in (out / ".gitignore").read_text()

@@ -726,3 +726,16 @@ def test_resume_warning_names_the_changed_config_keys():
         f"train.log_every ({old['train']['log_every']!r} -> 7)",
     ]
     assert config_changes(new, new) == []
+
+
+def test_cpu_bf16_only_where_the_cpu_has_it_in_hardware(monkeypatch):
+    """oneDNN says bf16 is supported on plain AVX-512 too, where it is emulated and slower than
+    float32: autocast is used only with AVX512-BF16 or AMX."""
+    from ppid.train import autocast_dtype
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    for avx512_bf16, amx, expected in ((False, False, None), (True, False, torch.bfloat16), (False, True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert autocast_dtype("bf16", torch.device("cpu")) is expected
+    assert autocast_dtype("none", torch.device("cpu")) is None

@@ -1,6 +1,6 @@
 """ppid-matting: trimap-free image matting by privileged prior information distillation."""
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 
 class PpidError(Exception):

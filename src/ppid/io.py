@@ -177,6 +177,31 @@ def atomic_path(path):
         raise
 
 
+@contextlib.contextmanager
+def exclusive(path, what, log=print):
+    """Hold an exclusive lock on the lock file `path` while the block runs: a second process that
+    asks for the same lock waits (saying so) until the first is done. Two processes that both
+    write `what` (a dataset, a run folder) would otherwise corrupt it. Where the system has no
+    `fcntl` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another process that is writing {what}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_failure(path, what, reason, existed):
     """The one-line error of a failed atomic write: which file, why, and what is left of it."""
     kept = f"the previous {what} is intact" if existed else f"no {what} was written"

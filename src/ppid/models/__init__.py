@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from .. import PpidError, __version__
+from .. import PpidError
 from .common import DecoderTap, MattingNet, MattingOutput  # noqa: F401  (public API)
 
 FAMILIES = {"dim": "ppid.models.dim", "indexnet": "ppid.models.indexnet", "gca": "ppid.models.gca"}
@@ -68,7 +68,9 @@ def save_model(model, path):
     if args is None:
         raise PpidError("model was not made by ppid.models.build; its build arguments are unknown")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"ppid_build": json.dumps(args), "ppid_version": __version__, "format": "pt"}
+    # One metadata entry: safetensors writes several in a random order, so the same weights would
+    # give files of other bytes (and checksums) from one process to the next.
+    meta = {"ppid_build": json.dumps(args, sort_keys=True)}
     existed = Path(path).is_file()
     try:
         with atomic_path(path) as tmp:

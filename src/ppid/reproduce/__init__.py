@@ -17,7 +17,7 @@ from .calibrate import calibration_runs, with_calibration, write_calibration
 from .plan import BUDGETS, FAMILIES, TABLES, adopt, execute, make_plan, prepare_data, reevaluate, status
 
 GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
-    "data/\n*.safetensors\n*.pt\nimages/\ntb/\n"
+    "data/\n.locks/\n*.safetensors\n*.pt\nimages/\ntb/\n"
 
 
 def _ints(text, what):

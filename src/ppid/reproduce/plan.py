@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from .. import PpidError
 from ..config import ADDED_LATER, load_config, validate
-from ..io import atomic_path, sha256_file
+from ..io import atomic_path, exclusive, sha256_file
 from ..models import revision
 
 FAMILIES = ("indexnet", "gca", "dim")  # cheapest first: partial plans finish whole families
@@ -230,11 +230,17 @@ def make_plan(tables=TABLES, families=FAMILIES, seeds=(0, 1, 2), budget="cpu_sma
 
 # -- data -----------------------------------------------------------------------------------------
 def prepare_data(root, settings, data, workers=2):
-    """Synthesise the train / val / test splits (skipped when the folder records the same spec)."""
+    """Synthesise the train / val / test splits (skipped when the folder records the same spec).
+    One process writes them; another plan process started beside it waits and then reuses them."""
+    root = Path(root)
+    with exclusive(lock_file(root, "data"), f"{root / 'data'}"):
+        _write_data(root, settings, data, workers)
+
+
+def _write_data(root, settings, data, workers):
     from ..data.synth import synthesize
     from ..data.testset import build_testset
 
-    root = Path(root)
     size = (settings["synth_size"], settings["synth_size"])
     stamp = root / "data" / "spec.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == data:
@@ -301,17 +307,63 @@ def _write_spent(path, seconds):
         tmp.write_text(f"{seconds:.1f}\n")
 
 
+def lock_file(root, name):
+    """The lock that lets one plan process at a time write `name` (the data, or a run's folder)."""
+    return Path(root) / ".locks" / (name.replace("/", "__") + ".lock")
+
+
+RECORD = ("result.json", "config.json", "log.jsonl", "train_wall_s.txt")  # a run's committed files
+
+
 def execute(run, root, runs_by_folder, log=print):
     """Train (or resume) one run, evaluate its selected weights on the test set once, and write
     its result.json. A student whose teacher's weights are missing (a fresh machine: weights are
-    not committed) first retrains that teacher from its seed."""
+    not committed) first retrains that teacher from its seed. Plan processes started side by side
+    (`--only`) take turns on a run's folder: one that waits for a run another process finishes
+    returns that result."""
+    root = Path(root)
+    if run.teacher:
+        teacher = runs_by_folder[run.teacher]
+        with exclusive(lock_file(root, teacher.folder), teacher.folder, log):
+            if not (root / teacher.folder / "model_best.safetensors").is_file():
+                log(f"reproduce: {teacher.folder}: teacher weights missing; retraining it from its seed")
+                _retrain(teacher, root, log)
+    with exclusive(lock_file(root, run.folder), run.folder, log):
+        if status(run, root) == "done":
+            return json.loads((root / run.folder / RESULT).read_text())
+        return _train_and_test(run, root)
+
+
+def _retrain(run, root, log):
+    """Train a finished run again for its weights. Training is deterministic on one machine: when
+    the new weights select the same step and give the same test results as the record, the
+    committed record is kept (its weights checksum names the new file: ppid before 0.1.1 wrote
+    files whose header order, and so checksum, varied). Otherwise the new record replaces it and
+    the log warns: students distilled before and after learned from different teachers."""
+    folder = root / run.folder
+    recorded = {name: (folder / name).read_bytes() for name in RECORD if (folder / name).is_file()}
+    before = None
+    if status(run, root) == "done":  # a finished run's last checkpoint cannot give back its val-best weights
+        before = json.loads(recorded["result.json"])
+        (folder / "checkpoint_last.pt").unlink(missing_ok=True)
+    result = _train_and_test(run, root)
+    if before is None:
+        return
+    if (result["selected_step"], result["test"]) == (before["selected_step"], before["test"]):
+        recorded["result.json"] = (json.dumps(dict(before, weights_sha256=result["weights_sha256"]), indent=2) + "\n").encode()
+        for name, content in recorded.items():
+            with atomic_path(folder / name) as tmp:
+                tmp.write_bytes(content)
+        log(f"reproduce: {run.folder}: the retrained weights reproduce the recorded test results exactly")
+    else:
+        log(f"reproduce: {run.folder}: warning: the retrained weights do not reproduce the recorded test results "
+            f"(step {result['selected_step']} against {before['selected_step']}); the record now describes the new weights")
+
+
+def _train_and_test(run, root):
     from ..train import train
 
-    root = Path(root)
     folder = root / run.folder
-    if run.teacher and not (root / run.teacher / "model_best.safetensors").is_file():
-        log(f"reproduce: {run.teacher}: teacher weights missing; retraining it from its seed")
-        execute(runs_by_folder[run.teacher], root, runs_by_folder, log)
     resume = "last" if _checkpoint_matches(run, root) else None
     if resume is None and folder.exists():
         shutil.rmtree(folder)  # another config's leftovers: start clean
