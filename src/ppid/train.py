@@ -655,7 +655,8 @@ def _train(cfg, resume, stop, on_exit):
             _stop(done, stop.signum, out_dir / CHECKPOINT, progress, logger, world, is_main)
     progress.close()
 
-    result = {"out": str(out_dir), "best": best, "steps": iterations}
+    # the precision that trained (train.amp asks; the device decides): runs on other CPUs differ
+    result = {"out": str(out_dir), "best": best, "steps": iterations, "precision": str(amp or torch.float32).replace("torch.", "")}
     if world > 1:
         result["rank_param_checksums"] = _rank_checksums(objective, device, world)
         result["ranks_in_sync"] = len(set(result["rank_param_checksums"])) == 1

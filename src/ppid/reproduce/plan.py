@@ -312,7 +312,7 @@ def lock_file(root, name):
     return Path(root) / ".locks" / (name.replace("/", "__") + ".lock")
 
 
-RECORD = ("result.json", "config.json", "log.jsonl", "train_wall_s.txt")  # a run's committed files
+RECORD = ("result.json", "config.json", "log.jsonl", "train_wall_s.txt", "retrains.jsonl")  # a run's committed files
 
 
 def execute(run, root, runs_by_folder, log=print):
@@ -335,11 +335,12 @@ def execute(run, root, runs_by_folder, log=print):
 
 
 def _retrain(run, root, log):
-    """Train a finished run again for its weights. Training is deterministic on one machine: when
-    the new weights select the same step and give the same test results as the record, the
-    committed record is kept (its weights checksum names the new file: ppid before 0.1.1 wrote
-    files whose header order, and so checksum, varied). Otherwise the new record replaces it and
-    the log warns: students distilled before and after learned from different teachers."""
+    """Train a finished run again for its weights, and keep its committed record: that record
+    describes the weights the earlier students learned from. Each retrain adds a line to the run's
+    retrains.jsonl: its weights checksum, its test result, and whether it reproduces the record
+    (same selected step, same test results; training is deterministic on one kind of CPU, but
+    other CPUs take other kernels and precisions). Students name the weights they learned from
+    (`teacher_sha256`)."""
     folder = root / run.folder
     recorded = {name: (folder / name).read_bytes() for name in RECORD if (folder / name).is_file()}
     before = None
@@ -349,15 +350,22 @@ def _retrain(run, root, log):
     result = _train_and_test(run, root)
     if before is None:
         return
-    if (result["selected_step"], result["test"]) == (before["selected_step"], before["test"]):
+    same = (result["selected_step"], result["test"]) == (before["selected_step"], before["test"])
+    if same:  # the same weights: the record names this file (ppid before 0.1.1 wrote varying bytes)
         recorded["result.json"] = (json.dumps(dict(before, weights_sha256=result["weights_sha256"]), indent=2) + "\n").encode()
-        for name, content in recorded.items():
-            with atomic_path(folder / name) as tmp:
-                tmp.write_bytes(content)
+    entry = {key: result.get(key) for key in ("weights_sha256", "selected_step", "device", "precision", "train_wall_s")}
+    entry.update(sad_whole=result["test"]["results"]["whole"]["all"]["sad"], reproduces_record=same)
+    recorded["retrains.jsonl"] = recorded.get("retrains.jsonl", b"") + (json.dumps(entry) + "\n").encode()
+    for name, content in recorded.items():
+        with atomic_path(folder / name) as tmp:
+            tmp.write_bytes(content)
+    if same:
         log(f"reproduce: {run.folder}: the retrained weights reproduce the recorded test results exactly")
     else:
-        log(f"reproduce: {run.folder}: warning: the retrained weights do not reproduce the recorded test results "
-            f"(step {result['selected_step']} against {before['selected_step']}); the record now describes the new weights")
+        log(f"reproduce: {run.folder}: note: the retrained weights do not reproduce the recorded test results "
+            f"(whole-image SAD {entry['sad_whole']:.3f} against {before['test']['results']['whole']['all']['sad']:.3f}, "
+            f"step {result['selected_step']} against {before['selected_step']}); the record is kept, "
+            "the retrain is listed in retrains.jsonl")
 
 
 def _train_and_test(run, root):
@@ -389,6 +397,7 @@ def _train_and_test(run, root):
         record_relative(folder, root)
     result = evaluate_run(run, root, outcome)
     result["train_wall_s"] = round(spent, 1)
+    result["precision"] = outcome.get("precision")
     with atomic_path(folder / RESULT) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result
