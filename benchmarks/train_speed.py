@@ -10,6 +10,7 @@ Mode "ppid-full-teacher" runs the teacher's whole forward, as before it stopped 
 
     python benchmarks/train_speed.py --family indexnet --size 256 --batch-size 32 --device cuda --out r.json
     python benchmarks/train_speed.py --device cpu --size 128 --batch-size 8 --amps none bf16 --out r.json
+    python benchmarks/train_speed.py --device cpu --size 128 --batch-size 8 --amps none bf16 --emulated-bf16 --out r.json
 """
 
 import argparse
@@ -23,7 +24,7 @@ import torch
 from ppid.config import load_config
 from ppid.io import command_line
 from ppid.models import build
-from ppid.train import autocast_dtype, forward_losses, make_objective
+from ppid.train import autocast_dtype, forward_losses, make_objective, native_cpu_bf16
 
 from common import LoadAverage, machine_info, write_result
 
@@ -128,6 +129,8 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--data", type=Path, help="dataset folder for the GPU batch augmenter (default: random tensors)")
     p.add_argument("--compile", action="store_true", help="also time every mode under torch.compile (train.compile: true)")
+    p.add_argument("--emulated-bf16", action="store_true",
+                   help="on a CPU without hardware bf16, time bf16 autocast anyway (oneDNN emulates it)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     device = torch.device(args.device)
@@ -141,8 +144,12 @@ def main():
         "data": "batch augmenter" if args.data else "random tensors",
         "precisions": {},
     }
+    if device.type == "cpu":
+        result["native_cpu_bf16"] = native_cpu_bf16()
     for name in args.amps:
         amp = autocast_dtype(name, device)
+        if args.emulated_bf16 and name == "bf16" and device.type == "cpu":
+            amp = torch.bfloat16  # what training used on such CPUs before it checked for hardware bf16
         entry = result["precisions"][name] = {"autocast": str(amp)}
         runs = [(mode, False) for mode in args.modes] + [(mode, True) for mode in args.modes if args.compile]
         for (mode, compiled), record in time_modes(runs, args, device, amp).items():

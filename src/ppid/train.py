@@ -315,7 +315,8 @@ def autocast_dtype(amp, device):
 def native_cpu_bf16():
     """Whether this CPU does bf16 in hardware (AVX512-BF16 or AMX). oneDNN's own check
     (`mkldnn._is_mkldnn_bf16_supported`) also says yes on plain AVX-512, where it emulates bf16:
-    an IndexNet training step there took 1.9x as long as in float32 (benchmarks/cpu_bf16.py)."""
+    an IndexNet training step there took 1.7-1.9x as long as in float32
+    (results/train_speed_cpu_bf16_emulated.json)."""
     cpu = torch.cpu
     if hasattr(cpu, "_is_avx512_bf16_supported") and hasattr(cpu, "_is_amx_tile_supported"):
         return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
