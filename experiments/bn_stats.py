@@ -9,11 +9,10 @@ With --tile T --overlap O, a third evaluation runs each model (running statistic
 T px (ppid.predict.tile_windows), e.g. 128: the training crops' scale, with less context.
 
 With --recalibrate TRAIN_ROOT, another evaluation runs each model with running statistics
-recomputed on whole training composites ("precise BN"): the first N training foregrounds of
-TRAIN_ROOT (fg/, alpha/, bg/), each on the background of the same index, at their full size, in
-batches of 8, averaged over all of them; teachers get the test rule's trimap. No weight changes,
-and no validation or test image is used: population statistics at the test images' scale,
-where the protocol's come from training crops.
+recomputed on whole training composites, as `ppid recalibrate` does (ppid/recalibrate.py): the
+first N training foregrounds of TRAIN_ROOT, each on the background of the same index, at their
+full size, in batches of 8. No weight changes, and no validation or test image is used:
+population statistics at the test images' scale, where the protocol's come from training crops.
 
 A diagnostic, on the validation split; it changes no model and no reported number.
 
@@ -27,16 +26,15 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ppid.data.compose import composite, test_trimap
-from ppid.data.datasets import CompositeTestSet, find_source
+from ppid.data.datasets import CompositeTestSet
 from ppid.evaluate import evaluate_model, relative_to_folder
-from ppid.io import atomic_path, command_line, read_alpha, read_image
+from ppid.io import atomic_path, command_line
 from ppid.models import load_model
 from ppid.models.common import MattingOutput
 from ppid.predict import check_tiling, tiled_alpha
+from ppid.recalibrate import recalibrate_batchnorm, whole_composites
 
 
 @contextlib.contextmanager
@@ -62,43 +60,19 @@ def _batch_stats_if_spatial(bn, inputs):
     bn.training = inputs[0][0, 0].numel() > 1
 
 
-def whole_composites(train_root, count, batch=8):
-    """Batches (image, trimap) of the first `count` training foregrounds, each composited on the
-    background of the same index at the foreground's size; trimaps by the test rule, /255."""
-    source = find_source(train_root)
-    if not 0 < count <= min(len(source.fg), len(source.bg)):
-        raise SystemExit(f"--recalibrate-images {count}: {train_root} has {len(source.fg)} foregrounds, {len(source.bg)} backgrounds")
-    images, trimaps = [], []
-    for fg_path, alpha_path, bg_path in list(zip(source.fg, source.alpha, source.bg))[:count]:
-        fg, alpha, bg = read_image(fg_path), read_alpha(alpha_path), read_image(bg_path)
-        if bg.shape != fg.shape:
-            raise SystemExit(f"{bg_path}: background size {bg.shape[:2]} differs from its foreground's {fg.shape[:2]}")
-        images.append(torch.from_numpy(np.ascontiguousarray(composite(fg, bg, alpha).transpose(2, 0, 1))).float())
-        trimaps.append(torch.from_numpy(test_trimap(alpha)).float()[None] / 255)
-    return [(torch.stack(images[i:i + batch]), torch.stack(trimaps[i:i + batch])) for i in range(0, count, batch)]
-
-
 @contextlib.contextmanager
 def recalibrated_statistics(model, batches):
-    """Within the block, every BatchNorm's running statistics are the cumulative average over
-    `batches` (forwards in training mode, no gradient); the model's own statistics come back after."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [(bn.momentum, bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in norms]
+    """Within the block, every BatchNorm's running statistics are recomputed on `batches`
+    (`ppid recalibrate`'s procedure); the model's own statistics come back after."""
+    saved = {k: v.clone() for k, v in model.state_dict().items() if k.rsplit(".", 1)[-1] in BN_BUFFERS}
     try:
-        for bn in norms:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative moving average: every batch weighs the same
-        model.train()
-        with torch.no_grad():
-            for image, trimap in batches:
-                model(image, trimap if model.role == "teacher" else None)
-        model.eval()
+        recalibrate_batchnorm(model, batches)
         yield model
     finally:  # also when a forward above fails
-        model.eval()
-        for bn, (momentum, mean, var, tracked) in zip(norms, saved):
-            bn.momentum = momentum
-            bn.running_mean.copy_(mean), bn.running_var.copy_(var), bn.num_batches_tracked.copy_(tracked)
+        model.load_state_dict(saved, strict=False)
+
+
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class Tiled(torch.nn.Module):

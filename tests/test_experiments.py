@@ -1,6 +1,5 @@
 """The experiment scripts' own logic that a reported number rests on (experiments/bn_stats.py)."""
 
-import pytest
 import torch
 
 from helpers import ROOT, load_script
@@ -25,17 +24,3 @@ def test_recalibrated_statistics_average_the_batches_and_come_back_after():
         assert not torch.equal(first.running_mean, before[next(k for k in before if k.endswith("running_mean"))])
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())  # the model's own statistics are back
-
-
-def test_whole_composites_come_in_batches_with_test_trimaps(tmp_path):
-    from ppid.data.synth import synthesize
-
-    bn_stats = load_script(BN_STATS)
-    synthesize(tmp_path / "train", 5, seed=0, size=(48, 64), workers=1)
-    batches = bn_stats.whole_composites(tmp_path / "train", 5, batch=2)
-    assert [tuple(image.shape) for image, _ in batches] == [(2, 3, 48, 64), (2, 3, 48, 64), (1, 3, 48, 64)]
-    trimap = batches[0][1]
-    assert trimap.shape == (2, 1, 48, 64)  # 0 / 128 / 255 over 255, as evaluation feeds teachers
-    assert torch.isin(trimap.unique(), torch.tensor([0.0, 128 / 255, 1.0])).all()
-    with pytest.raises(SystemExit, match="has 5 foregrounds"):
-        bn_stats.whole_composites(tmp_path / "train", 6)

@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": ("ppid.evaluate", "SAD/MSE/Grad/Conn tables for predictions or models"),
     "predict": ("ppid.predict", "alpha, RGBA cut-outs and composites for photos"),
     "export": ("ppid.export", "export to ONNX, checked against onnxruntime"),
+    "recalibrate": ("ppid.recalibrate", "recompute BatchNorm statistics on whole training images"),
     "viz": ("ppid.viz", "visual reports: GT, teacher, student, error, attention"),
     "reproduce": ("ppid.reproduce", "the paper's tables: plan, train, resume, report"),
     "demo": ("ppid.demo", "end-to-end demo on the synthetic benchmark"),
