@@ -48,6 +48,12 @@ def test_recalibration_averages_the_batches_and_skips_a_pooled_branch_fed_one_im
     pooled = dict(model.named_modules())["aspp.image_pool.1"]  # after a 1x1 pooling: skipped the single image
     assert int(pooled.num_batches_tracked) == 2
 
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    state = torch.get_rng_state()
+    recalibrate_batchnorm(model, batches)  # again: dropout draws the same, the caller's random state is kept
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())
+    assert torch.equal(torch.get_rng_state(), state)
+
 
 def test_recalibrate_command_writes_a_model_and_reports_validation(tmp_path, capsys):
     from ppid.data.testset import build_testset

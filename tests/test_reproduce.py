@@ -154,6 +154,26 @@ def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
     assert json.loads((tmp_path / "tables.json").read_text())["runs_done"] == 7
 
 
+def test_report_gives_the_recalibrated_students_where_runs_have_them(tmp_path):
+    """Beyond the paper: the students' SAD with BatchNorm statistics recomputed (`test_recalibrated`),
+    means and paired differences over the runs that carry it; none, no line."""
+    runs, settings, data = make_plan((1,), ("indexnet",), (0, 1, 2), "smoke")
+    recal = {("baseline", 0): (6.0, 4.0), ("baseline", 1): (7.0, 5.0), ("ppid", 0): (6.0, 5.0), ("ppid", 1): (5.0, 5.0)}
+    for run in runs:
+        result = _fixture_result(run, *SAD[(run.variant, run.seed)])
+        if (run.variant, run.seed) in recal:
+            result["test_recalibrated"] = _fixture_result(run, *recal[(run.variant, run.seed)])["test"]
+        (tmp_path / run.folder).mkdir(parents=True)
+        (tmp_path / run.folder / RESULT).write_text(json.dumps(result))
+    doc = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
+    recalibrated = doc["tables"]["1"]["families"]["indexnet"]["recalibrated"]
+    assert recalibrated["rows"]["baseline"]["mean"] == pytest.approx(5.5) and recalibrated["rows"]["ppid"]["n"] == 2
+    assert recalibrated["paired"]["ppid - baseline"]["all"]["diffs"] == [0.5, -1.0]
+    md = (tmp_path / "tables.md").read_text()
+    assert "With BatchNorm statistics recomputed" in md and "ppid - baseline -0.25 (wins 1/2)" in md
+    assert "trained in: not recorded" in md
+
+
 def test_report_lists_a_collapsed_run_apart_and_leaves_it_out_of_means_pairs_and_gap(tmp_path):
     runs, settings, data = make_plan((1,), ("indexnet",), (0, 1, 2), "smoke")
     for run in runs:
@@ -306,6 +326,8 @@ def test_reproduce_runs_reports_skips_and_resumes(tiny_budget, tmp_path, monkeyp
     assert result["config"]["data"]["val_root"] == "data/val"  # relative: no machine paths
     assert str(out) not in (out / runs[1].folder / "config.json").read_text()
     assert isinstance(result["test"]["flat_predictions"], int)
+    assert result["test_recalibrated"]["count"] == 2 and result["test_recalibrated"] != result["test"]
+    assert json.loads((out / runs[0].folder / RESULT).read_text())["test_recalibrated"] is None  # the teacher
     md = (out / "tables.md").read_text()
     assert "3 of 3 planned runs finished" in md and (out / "table1.png").is_file()
     assert (out / ".gitignore").read_text().count("*.safetensors") == 1

@@ -60,7 +60,8 @@ def whole_composites(train_root, count, batch_size=8):
 def recalibrate_batchnorm(model, batches, device="cpu"):
     """Replace every BatchNorm's running statistics, in place, by their average over `batches`
     (forwards in training mode without gradient, as torch.optim.swa_utils.update_bn does:
-    PyTorch's cumulative moving average). A batch of one image runs with the rest of the model in
+    PyTorch's cumulative moving average; dropout from a fixed seed, leaving the caller's random
+    state as it was). A batch of one image runs with the rest of the model in
     eval mode (IndexNet's ASPP takes two images or more in training mode), and a BatchNorm whose
     input then holds one value per channel (a pooled branch) skips it. The model is in eval mode
     after, also when a forward fails (its statistics are then partly recomputed). Returns the
@@ -74,7 +75,10 @@ def recalibrate_batchnorm(model, batches, device="cpu"):
         for bn in norms:
             bn.reset_running_stats()
             bn.momentum = None  # cumulative moving average: every batch weighs the same
-        with torch.no_grad():
+        # Dropout (IndexNet's ASPP) draws as in training, from a fixed seed: the same statistics every time
+        devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
             for image, trimap in batches:
                 model.train(image.shape[0] > 1)
                 model(image.to(device), trimap.to(device) if model.role == "teacher" else None)

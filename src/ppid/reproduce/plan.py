@@ -449,7 +449,10 @@ def reevaluate(run, root):
         return False
     if sha256_file(weights) != result["weights_sha256"]:
         raise PpidError(f"{weights}: not the weights {path} was evaluated with (SHA-256 differs)")
-    result["test"] = _test_summary(weights, root, torch.device("cuda" if on_gpu else "cpu"))
+    device = torch.device("cuda" if on_gpu else "cpu")
+    result["test"] = _test_summary(weights, root, device)
+    if run.variant != "teacher":
+        result["test_recalibrated"] = _test_summary(weights, root, device, recalibrate=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return True
@@ -475,6 +478,8 @@ def evaluate_run(run, root, outcome):
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "config": run.config,
         "test": summary,
+        # beyond the paper: the same weights with BatchNorm statistics from whole training images
+        "test_recalibrated": None if run.variant == "teacher" else _test_summary(weights, root, device, recalibrate=True),
     }
 
 
@@ -483,10 +488,20 @@ def _selected_weights(folder, val_best):
     return Path(folder) / ("model_best.safetensors" if val_best else "model_last.safetensors")
 
 
-def _test_summary(weights, root, device):
-    """Metrics of one model file on the plan's test set."""
+RECALIBRATION_IMAGES = 64  # whole training composites for `test_recalibrated` (at most the training set)
+
+
+def _test_summary(weights, root, device, recalibrate=False):
+    """Metrics of one model file on the plan's test set; with `recalibrate`, after its BatchNorm
+    statistics are recomputed on whole training composites (`ppid recalibrate`)."""
     from ..data.datasets import CompositeTestSet
     from ..evaluate import evaluate_model
     from ..models import load_model
+    from ..recalibrate import recalibrate_batchnorm, whole_composites
 
-    return evaluate_model(load_model(weights, device=device), CompositeTestSet(Path(root) / "data" / "test"), device)
+    model = load_model(weights, device=device)
+    if recalibrate:
+        train = Path(root) / "data" / "train"
+        count = min(RECALIBRATION_IMAGES, sum(1 for _ in (train / "fg").iterdir()))
+        recalibrate_batchnorm(model, whole_composites(train, count), device)
+    return evaluate_model(model, CompositeTestSet(Path(root) / "data" / "test"), device)
