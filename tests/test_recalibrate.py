@@ -30,6 +30,9 @@ def test_whole_composites_batch_by_size_with_test_trimaps_and_covered_background
     shapes = sorted(tuple(image.shape) for image, _ in whole_composites(tmp_path / "train", 5, batch_size=8))
     assert shapes == [(1, 3, 30, 40), (4, 3, 48, 64)]
 
+    (tmp_path / "train" / "bg").rename(tmp_path / "coco")  # backgrounds kept apart
+    assert len(whole_composites(tmp_path / "train", 5, bg_dir=tmp_path / "coco")) == 2
+
 
 def test_recalibration_averages_the_batches_and_skips_a_pooled_branch_fed_one_image():
     torch.manual_seed(0)

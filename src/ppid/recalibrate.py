@@ -12,7 +12,8 @@ whether it helps depends on how far your images are from the training crops.
     ppid recalibrate --model student.safetensors --data data/train --out student_bn.safetensors \
         [--images 64] [--batch-size 8] [--val data/val]
 
-The images: the first N training foregrounds (fg/, alpha/, bg/ as `ppid data synth` writes them),
+The images: the first N training foregrounds (fg/, alpha/, bg/ as `ppid data synth` writes them,
+or any layout `ppid data check` reads, with `--bg-dir` for backgrounds kept apart),
 each composited on the background of the same index, covered to the foreground's size as
 `ppid data build-testset` does; teachers get the test rule's trimap. Same-sized composites go
 through together in batches; the statistics are the average over every batch.
@@ -26,16 +27,17 @@ import torch
 from . import PpidError
 
 
-def whole_composites(train_root, count, batch_size=8):
+def whole_composites(train_root, count, batch_size=8, bg_dir=None):
     """Batches (image, trimap) of the first `count` training foregrounds at their full size, each on
-    the background of the same index; trimaps by the test rule, scaled to [0, 1]. Images of one
-    size are batched together (a model needs one size per batch)."""
+    the background of the same index (from `bg_dir` when the backgrounds are kept apart, as
+    Adobe's with COCO); trimaps by the test rule, scaled to [0, 1]. Images of one size are batched
+    together (a model needs one size per batch)."""
     from .data.compose import composite, test_trimap
     from .data.datasets import find_source
     from .data.testset import cover_background
     from .io import read_alpha, read_image
 
-    source = find_source(train_root)
+    source = find_source(train_root, bg_dir=bg_dir)
     available = min(len(source.fg), len(source.bg))
     if not 0 < count <= available:
         raise PpidError(f"{train_root}: {count} images asked for; it has {len(source.fg)} foregrounds and "
@@ -99,6 +101,7 @@ def add_arguments(parser):
     parser.add_argument("--data", required=True, type=Path, metavar="TRAIN",
                         help="training images: fg/, alpha/, bg/ (as ppid data synth writes them)")
     parser.add_argument("--out", required=True, type=Path, metavar="OUT.safetensors", help="recalibrated model file to write")
+    parser.add_argument("--bg-dir", type=Path, metavar="DIR", help="backgrounds kept apart from TRAIN (e.g. COCO for Adobe's set)")
     parser.add_argument("--images", type=int, default=64, help="how many training composites (default 64)")
     parser.add_argument("--batch-size", type=int, default=8, help="composites per forward (default 8)")
     parser.add_argument("--val", type=Path, metavar="VAL", help="a built validation set: print its whole-image SAD before and after")
@@ -118,7 +121,7 @@ def run(args):
     model = load_model(args.model, device)
     valset = CompositeTestSet(args.val) if args.val else None
     before = evaluate_model(model, valset, device)["results"]["whole"]["all"]["sad"] if valset else None
-    batches = whole_composites(args.data, args.images, args.batch_size)
+    batches = whole_composites(args.data, args.images, args.batch_size, args.bg_dir)
     layers = recalibrate_batchnorm(model, batches, device)
     if layers == 0:
         raise PpidError(f"{args.model}: the model has no BatchNorm layers; nothing to recalibrate")
