@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One lent-GPU command: Table 1 of one family. The iterations are ITERATIONS, or else the most that
-# fit the plan's runs one after another in FIT_S seconds (the plan's timing probe). The teacher
-# trains first (after the data is written); then every student trains in its own process at the
-# same time, so that one process's start-up, validation and test evaluation overlap another's
-# training. The runs are the plan's own (`ppid reproduce --only`): hashes, selection and report
+# fit the plan's runs one after another in FIT_S seconds (the plan's timing probe). Every run
+# trains in its own process, all started at once, so that one process's start-up, validation and
+# test evaluation overlap another's training: the baselines beside the teacher, the PPID students
+# waiting for it (the plan's lock on the teacher's folder; docs/reproduce.md). The runs are the plan's own (`ppid reproduce --only`): hashes, selection and report
 # are a sequential plan's. Whatever finished is packed (no weights, no data) into
 # $OUT/reproduce.tar.gz with each process's log, even when LIMIT_S cuts the students short.
 #   OUT=/path FIT_S=380 LIMIT_S=540 bash experiments/gpu_table1_parallel.sh indexnet 0
@@ -24,17 +24,15 @@ args+=(--iterations "$iterations")
 # Progress bars rewrite one line with \r: keep the records, drop the bars.
 quiet() { tr '\r' '\n' | grep --line-buffered -v -E 'it/s|s/it|img/s'; }
 
-timeout $((deadline - SECONDS)) "$py" -m ppid reproduce "${args[@]}" --only "runs/$family/teacher/seed0" 2>&1 \
-  | quiet > "$work/logs/teacher_seed0.log"
-echo "$iterations iterations; teacher done at ${SECONDS}s" | tee -a "$OUT/session.log"
-for seed in ${seeds//,/ }; do
-  for variant in baseline ppid; do
-    ( timeout $((deadline - SECONDS)) "$py" -m ppid reproduce "${args[@]}" --only "runs/$family/$variant/seed$seed" 2>&1 \
-        | quiet > "$work/logs/${variant}_seed$seed.log" ) &
-  done
+echo "$iterations iterations" | tee -a "$OUT/session.log"
+runs=("teacher/seed0")
+for seed in ${seeds//,/ }; do runs+=("baseline/seed$seed" "ppid/seed$seed"); done
+for run in "${runs[@]}"; do
+  ( timeout $((deadline - SECONDS)) "$py" -m ppid reproduce "${args[@]}" --only "runs/$family/$run" 2>&1 \
+      | quiet > "$work/logs/${run//\//_}.log"
+    echo "$run ended at ${SECONDS}s" | tee -a "$OUT/session.log" ) &
 done
 wait
-echo "students done at ${SECONDS}s" | tee -a "$OUT/session.log"
 "$py" -m ppid reproduce "${args[@]}" --report-only 2>&1 | quiet | tee -a "$OUT/session.log"
 grep -h "test whole-image SAD\|FAILED\|rror" "$work"/logs/*.log | tee -a "$OUT/session.log"
 tar czf "$OUT/reproduce.tar.gz" -C "$work" --exclude='*.safetensors' --exclude='*.pt' --exclude=data --exclude=tb .
