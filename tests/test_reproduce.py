@@ -425,7 +425,7 @@ def test_a_missing_teacher_is_retrained_and_its_record_kept(tiny_budget, tmp_pat
     capsys.readouterr()
     assert _reproduce(out, "--only", runs[2].folder) == 0  # the PPID student
     text = capsys.readouterr().out
-    assert "teacher weights missing; retraining it from its seed" in text
+    assert "teacher weights missing or unfinished; training it from its seed" in text
     assert "the retrained weights reproduce the recorded test results exactly" in text, text
     assert {name: (teacher / name).read_bytes() for name in record} == record  # same bytes: deterministic files
     student = json.loads((out / runs[2].folder / RESULT).read_text())
@@ -442,6 +442,35 @@ def test_a_missing_teacher_is_retrained_and_its_record_kept(tiny_budget, tmp_pat
     retrains = [json.loads(line) for line in (teacher / "retrains.jsonl").read_text().splitlines()]
     assert [r["reproduces_record"] for r in retrains] == [True, False]
     assert retrains[1]["weights_sha256"] == json.loads((out / runs[2].folder / RESULT).read_text())["teacher_sha256"]
+
+
+def test_an_interrupted_teacher_retrain_resumes_and_still_keeps_the_record(tiny_budget, tmp_path, monkeypatch):
+    """The record waits outside the run folder while the retrain rewrites it: stopped part-way and
+    run again, the retrain resumes from its checkpoint and the committed record comes back."""
+    import ppid.train as engine
+
+    out = tmp_path / "exp"
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    teacher = out / runs[0].folder
+    assert _reproduce(out, "--only", runs[0].folder) == 0
+    record = (teacher / RESULT).read_text()
+    (teacher / "model_best.safetensors").unlink()
+    real_batches = engine.make_batches
+
+    def stop_after_three(*args, **kwargs):  # the retrain stops after step 3 (checkpoint at 2)
+        for i, item in enumerate(real_batches(*args, **kwargs)):
+            if i == 3:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(engine, "make_batches", stop_after_three)
+    assert _reproduce(out, "--only", runs[2].folder) == 130
+    assert not (teacher / RESULT).exists()  # training rewrote the folder; the record waits aside
+    monkeypatch.setattr(engine, "make_batches", real_batches)
+    assert _reproduce(out, "--only", runs[2].folder) == 0
+    assert json.loads((teacher / RESULT).read_text())["test"] == json.loads(record)["test"]
+    assert len((teacher / "retrains.jsonl").read_text().splitlines()) == 1
+    assert not list((out / ".locks").glob("*.record.json"))
 
 
 def test_a_run_finished_by_another_process_is_not_trained_again(tiny_budget, tmp_path, monkeypatch):

@@ -325,8 +325,9 @@ def execute(run, root, runs_by_folder, log=print):
     if run.teacher:
         teacher = runs_by_folder[run.teacher]
         with exclusive(lock_file(root, teacher.folder), teacher.folder, log):
-            if not (root / teacher.folder / "model_best.safetensors").is_file():
-                log(f"reproduce: {teacher.folder}: teacher weights missing; retraining it from its seed")
+            # a teacher stopped part-way has weights (its best so far) but no result: it resumes
+            if status(teacher, root) != "done" or not (root / teacher.folder / "model_best.safetensors").is_file():
+                log(f"reproduce: {teacher.folder}: teacher weights missing or unfinished; training it from its seed")
                 _retrain(teacher, root, log)
     with exclusive(lock_file(root, run.folder), run.folder, log):
         if status(run, root) == "done":
@@ -342,13 +343,23 @@ def _retrain(run, root, log):
     other CPUs take other kernels and precisions). Students name the weights they learned from
     (`teacher_sha256`)."""
     folder = root / run.folder
-    recorded = {name: (folder / name).read_bytes() for name in RECORD if (folder / name).is_file()}
-    before = None
+    # The record waits beside the locks while training rewrites the folder, so that a retrain
+    # interrupted and resumed on this machine still knows it.
+    stash = lock_file(root, run.folder).with_suffix(".record.json")
+    if stash.is_file():
+        recorded = {name: text.encode() for name, text in json.loads(stash.read_text()).items()}
+    else:
+        recorded = {name: (folder / name).read_bytes() for name in RECORD if (folder / name).is_file()}
+        with atomic_path(stash) as tmp:
+            tmp.write_text(json.dumps({name: content.decode() for name, content in recorded.items()}))
+    before = json.loads(recorded["result.json"]) if "result.json" in recorded else None
+    if before is not None and before.get("hash") != run.hash:
+        before = None  # another config's record: nothing to keep
     if status(run, root) == "done":  # a finished run's last checkpoint cannot give back its val-best weights
-        before = json.loads(recorded["result.json"])
         (folder / "checkpoint_last.pt").unlink(missing_ok=True)
     result = _train_and_test(run, root)
     if before is None:
+        stash.unlink()
         return
     same = (result["selected_step"], result["test"]) == (before["selected_step"], before["test"])
     if same:  # the same weights: the record names this file (ppid before 0.1.1 wrote varying bytes)
@@ -359,6 +370,7 @@ def _retrain(run, root, log):
     for name, content in recorded.items():
         with atomic_path(folder / name) as tmp:
             tmp.write_bytes(content)
+    stash.unlink()
     if same:
         log(f"reproduce: {run.folder}: the retrained weights reproduce the recorded test results exactly")
     else:
