@@ -462,9 +462,9 @@ def reevaluate(run, root):
     if sha256_file(weights) != result["weights_sha256"]:
         raise PpidError(f"{weights}: not the weights {path} was evaluated with (SHA-256 differs)")
     device = torch.device("cuda" if on_gpu else "cpu")
-    result["test"] = _test_summary(weights, root, device)
-    if run.variant != "teacher":
-        result["test_recalibrated"] = _test_summary(weights, root, device, recalibrate=True)
+    result["test"], recalibrated = _test_summaries(run, weights, root, device)
+    if recalibrated is not None:
+        result["test_recalibrated"] = recalibrated
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return True
@@ -477,7 +477,7 @@ def evaluate_run(run, root, outcome):
     best = outcome.get("best")
     weights = _selected_weights(Path(root) / run.folder, best)
     device = torch.device("cuda" if run.config["train"]["device"] != "cpu" and torch.cuda.is_available() else "cpu")
-    summary = _test_summary(weights, root, device)
+    summary, recalibrated = _test_summaries(run, weights, root, device)
     return {
         "hash": run.hash,
         "family": run.family,
@@ -490,8 +490,7 @@ def evaluate_run(run, root, outcome):
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "config": run.config,
         "test": summary,
-        # beyond the paper: the same weights with BatchNorm statistics from whole training images
-        "test_recalibrated": None if run.variant == "teacher" else _test_summary(weights, root, device, recalibrate=True),
+        "test_recalibrated": recalibrated,
     }
 
 
@@ -503,17 +502,20 @@ def _selected_weights(folder, val_best):
 RECALIBRATION_IMAGES = 64  # whole training composites for `test_recalibrated` (at most the training set)
 
 
-def _test_summary(weights, root, device, recalibrate=False):
-    """Metrics of one model file on the plan's test set; with `recalibrate`, after its BatchNorm
-    statistics are recomputed on whole training composites (`ppid recalibrate`)."""
+def _test_summaries(run, weights, root, device):
+    """Metrics of one model file on the plan's test set; for a student also (beyond the paper)
+    after its BatchNorm statistics are recomputed on whole training composites (`ppid
+    recalibrate`), else None. The model is loaded once and recalibrated in place after the first."""
     from ..data.datasets import CompositeTestSet
     from ..evaluate import evaluate_model
     from ..models import load_model
     from ..recalibrate import recalibrate_batchnorm, whole_composites
 
-    model = load_model(weights, device=device)
-    if recalibrate:
-        train = Path(root) / "data" / "train"
-        count = min(RECALIBRATION_IMAGES, sum(1 for _ in (train / "fg").iterdir()))
-        recalibrate_batchnorm(model, whole_composites(train, count), device)
-    return evaluate_model(model, CompositeTestSet(Path(root) / "data" / "test"), device)
+    model, testset = load_model(weights, device=device), CompositeTestSet(Path(root) / "data" / "test")
+    summary = evaluate_model(model, testset, device)
+    if run.variant == "teacher":
+        return summary, None
+    train = Path(root) / "data" / "train"
+    count = min(RECALIBRATION_IMAGES, sum(1 for _ in (train / "fg").iterdir()))
+    recalibrate_batchnorm(model, whole_composites(train, count), device)
+    return summary, evaluate_model(model, testset, device)
