@@ -60,6 +60,9 @@ def _batch_stats_if_spatial(bn, inputs):
     bn.training = inputs[0][0, 0].numel() > 1
 
 
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 @contextlib.contextmanager
 def recalibrated_statistics(model, batches):
     """Within the block, every BatchNorm's running statistics are recomputed on `batches`
@@ -70,9 +73,6 @@ def recalibrated_statistics(model, batches):
         yield model
     finally:  # also when a forward above fails
         model.load_state_dict(saved, strict=False)
-
-
-BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class Tiled(torch.nn.Module):

@@ -347,11 +347,11 @@ def _retrain(run, root, log):
     # interrupted and resumed on this machine still knows it.
     stash = lock_file(root, run.folder).with_suffix(".record.json")
     if stash.is_file():
-        recorded = {name: text.encode() for name, text in json.loads(stash.read_text()).items()}
+        recorded = json.loads(stash.read_text())
     else:
-        recorded = {name: (folder / name).read_bytes() for name in RECORD if (folder / name).is_file()}
+        recorded = {name: (folder / name).read_text() for name in RECORD if (folder / name).is_file()}
         with atomic_path(stash) as tmp:
-            tmp.write_text(json.dumps({name: content.decode() for name, content in recorded.items()}))
+            tmp.write_text(json.dumps(recorded))
     before = json.loads(recorded["result.json"]) if "result.json" in recorded else None
     if before is not None and before.get("hash") != run.hash:
         before = None  # another config's record: nothing to keep
@@ -363,13 +363,13 @@ def _retrain(run, root, log):
         return
     same = (result["selected_step"], result["test"]) == (before["selected_step"], before["test"])
     if same:  # the same weights: the record names this file (ppid before 0.1.1 wrote varying bytes)
-        recorded["result.json"] = (json.dumps(dict(before, weights_sha256=result["weights_sha256"]), indent=2) + "\n").encode()
+        recorded["result.json"] = json.dumps(dict(before, weights_sha256=result["weights_sha256"]), indent=2) + "\n"
     entry = {key: result.get(key) for key in ("weights_sha256", "selected_step", "device", "precision", "train_wall_s")}
     entry.update(sad_whole=result["test"]["results"]["whole"]["all"]["sad"], reproduces_record=same)
-    recorded["retrains.jsonl"] = recorded.get("retrains.jsonl", b"") + (json.dumps(entry) + "\n").encode()
-    for name, content in recorded.items():
+    recorded["retrains.jsonl"] = recorded.get("retrains.jsonl", "") + json.dumps(entry) + "\n"
+    for name, text in recorded.items():
         with atomic_path(folder / name) as tmp:
-            tmp.write_bytes(content)
+            tmp.write_text(text)
     stash.unlink()
     if same:
         log(f"reproduce: {run.folder}: the retrained weights reproduce the recorded test results exactly")
