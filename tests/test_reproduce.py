@@ -49,6 +49,31 @@ def test_calibration_runs_follow_the_first_familys_table1_seeds():
     assert len(names) == len(runs) + 2
 
 
+def test_gamma_test_runs_are_the_familys_ppid_students_with_eq18_gamma_scaled():
+    from ppid.reproduce.causes import parse_gamma_tests, with_gamma_tests
+
+    runs, _, data = make_plan((1, 3), ("indexnet", "gca"), (0, 1), "smoke")
+    planned = with_gamma_tests(runs, data, parse_gamma_tests("gca=6,indexnet=0.17"))
+    names = _names(planned)
+    # after each family's Table 1 runs, one per seed; the rest of the plan unchanged
+    assert names[5:7] == ["indexnet/ppid-gamma0.17/0", "indexnet/ppid-gamma0.17/1"]
+    assert names[12:14] == ["gca/ppid-gamma6/0", "gca/ppid-gamma6/1"]
+    assert [n for n in names if "gamma" not in n] == _names(runs)
+    by_name = dict(zip(names, planned))
+    test, ppid = by_name["gca/ppid-gamma6/1"], by_name["gca/ppid/1"]
+    assert test.config["distill"]["gamma"] == 6.0 and ppid.config["distill"]["gamma"] == 1.0
+    assert test.teacher == ppid.teacher == "runs/gca/teacher/seed0"
+    assert {k: v for k, v in test.config.items() if k not in ("name", "distill")} == \
+        {k: v for k, v in ppid.config.items() if k not in ("name", "distill")}
+    assert {k: v for k, v in test.config["distill"].items() if k != "gamma"} == \
+        {k: v for k, v in ppid.config["distill"].items() if k != "gamma"}
+    assert test.hash != ppid.hash and len({r.hash for r in planned}) == len(planned)
+    assert parse_gamma_tests(None) == {} and with_gamma_tests(runs, data, {}) == runs
+    for bad in ("gca", "gca=0", "gca=-1", "gca=x", "modnet=2"):
+        with pytest.raises(PpidError, match="FAMILY=GAMMA"):
+            parse_gamma_tests(bad)
+
+
 def test_cross_family_student_distils_from_the_other_familys_teacher():
     runs, _, _ = make_plan((1,), ("gca", "indexnet"), (0,), "smoke")
     by_name = dict(zip(_names(runs), runs))
@@ -172,6 +197,39 @@ def test_report_gives_the_recalibrated_students_where_runs_have_them(tmp_path):
     md = (tmp_path / "tables.md").read_text()
     assert "With BatchNorm statistics recomputed" in md and "ppid - baseline -0.25 (wins 1/2)" in md
     assert "trained in: not recorded" in md
+
+
+def test_report_sets_a_gamma_test_beside_its_familys_baseline_and_ppid(tmp_path):
+    """The cause test's section: whole-image SAD per row over the seeds, the distillation strength
+    (gamma-weighted terms over L_alpha) from each run's log, and the differences against the
+    baseline; a plan without gamma runs has no section."""
+    from ppid.reproduce.causes import with_gamma_tests
+
+    runs, settings, data = make_plan((1,), ("gca",), (0, 1), "smoke")
+    planned = with_gamma_tests(runs, data, {"gca": 6.0})
+    sad = dict(SAD) | {("ppid-gamma6", 0): (5.0, 4.0), ("ppid-gamma6", 1): (9.0, 4.0)}
+    for run in planned:
+        (tmp_path / run.folder).mkdir(parents=True)
+        (tmp_path / run.folder / RESULT).write_text(json.dumps(_fixture_result(run, *sad[(run.variant, run.seed)])))
+        if run.config["mode"] == "ppid":  # logged terms are unweighted; the ratios carry gamma
+            gamma = run.config["distill"]["gamma"]
+            steps = [{"step": 1, "alpha": 2.0, "clsd_same": 1.0, "ratio_clsd_same": gamma * 0.5, "ratio_ald_f": gamma * 0.25},
+                     {"event": "skipped_step", "step": 2}, {"step": 2, "alpha": 1.0, "ratio_clsd_same": gamma * 1.25}]
+            (tmp_path / run.folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+    doc = write_report(tmp_path, planned, settings, data, (1,), ("gca",), (0, 1), "smoke")
+    block = doc["cause_tests"]["distillation_strength"]["gca"]
+    assert list(block["rows"]) == ["baseline", "ppid", "ppid-gamma6"]
+    row = block["rows"]["ppid-gamma6"]
+    assert row["gamma"] == 6.0 and row["seeds"] == [0, 1]
+    assert row["distill_ratio"]["mean"] == pytest.approx(6.0) and block["rows"]["ppid"]["distill_ratio"]["mean"] == pytest.approx(1.0)
+    assert block["rows"]["baseline"]["distill_ratio"] is None
+    assert row["sad"]["all"]["mean"] == pytest.approx(5.5)  # (4.5 + 6.5) / 2
+    assert block["paired"]["ppid-gamma6 - baseline"]["all"]["diffs"] == [-3.5, -2.0]
+    md = (tmp_path / "tables.md").read_text()
+    assert "## Cause test: distillation strength" in md and "| PPID, gamma 6 | 2 | 6.00 ± 0.00 |" in md
+    assert "ppid-gamma6 - baseline, per seed, whole: transparent -4.00 (wins 2/2)" in md
+    # the same results without the gamma runs planned: no section
+    assert "cause_tests" not in write_report(tmp_path, runs, settings, data, (1,), ("gca",), (0, 1), "smoke")
 
 
 def test_report_lists_a_collapsed_run_apart_and_leaves_it_out_of_means_pairs_and_gap(tmp_path):
@@ -373,6 +431,10 @@ def test_only_trains_the_named_runs_and_reports_the_whole_plan(tiny_budget, tmp_
     assert _reproduce(out, "--only", "runs/indexnet/ppid/seed0", "--dry-run") == 0
     text = capsys.readouterr().out
     assert "3 runs, 1 to train" in text and "not --only" in text
+    assert _reproduce(out, "--gamma-test", "gca=6", "--report-only") == 2
+    assert "--gamma-test names gca, which --families does not plan" in capsys.readouterr().err
+    assert _reproduce(out, "--gamma-test", "indexnet=0.5", "--report-only") == 0
+    assert "1 of 4 planned runs finished" in (out / "tables.md").read_text()
 
 
 def test_dry_run_prints_every_run_with_an_estimate_and_trains_nothing(tiny_budget, tmp_path, capsys):

@@ -225,14 +225,15 @@ def test_ppid_training_keeps_the_teacher_frozen(dataset, teachers, tmp_path, mon
 
 
 def test_distillation_ratios_logged_from_the_first_step_and_dominant_terms_warned(dataset, teachers, tmp_path, capsys):
+    """Each ratio is the term as it weighs in the total (eq. 18's gamma included) over L_alpha."""
     cfg = tiny(dataset, tmp_path / "r", mode="ppid", optim={"iterations": 3, "lr": 1e-6},
-               train={"log_every": 2}, distill={"teacher": str(teachers["indexnet"]), "alpha": 1e4})
+               train={"log_every": 2}, distill={"teacher": str(teachers["indexnet"]), "alpha": 1e4, "gamma": 2.0})
     train(load_config(None, cfg))
     rec = [r for r in map(json.loads, (tmp_path / "r" / "log.jsonl").read_text().splitlines()) if "event" not in r]
     assert [r["step"] for r in rec] == [1, 2, 3]  # the first step, then every log_every and the last
     for r in rec:
         for term in ("clsd_same", "clsd_cross", "ald_f", "ald_a"):
-            assert r[f"ratio_{term}"] == pytest.approx(r[term] / r["alpha"])
+            assert r[f"ratio_{term}"] == pytest.approx(2.0 * r[term] / r["alpha"])
     assert rec[0]["ratio_ald_f"] > 10
     err = capsys.readouterr()
     warnings = [line for line in (err.out + err.err).splitlines() if "distillation terms over 10x" in line]

@@ -329,11 +329,12 @@ RATIO_WARN = 10.0
 ALPHA_CONSTANT = 1e-3
 
 
-def distill_ratios(terms):
-    """Each distillation term over L_alpha: a term far above 1 means the student is optimising the
-    distillation rather than the matte (issue 10: ALD at 5-64x with one reading)."""
+def distill_ratios(terms, gamma=1.0):
+    """Each distillation term as it weighs in the total (eq. 18's gamma included) over L_alpha: a
+    term far above 1 means the student is optimising the distillation rather than the matte
+    (issue 10: ALD at 5-64x with one reading)."""
     base = abs(float(terms["alpha"])) or 1e-12
-    return {f"ratio_{k}": float(v) / base for k, v in terms.items() if k.startswith(("clsd_", "ald_"))}
+    return {f"ratio_{k}": gamma * float(v) / base for k, v in terms.items() if k.startswith(("clsd_", "ald_"))}
 
 
 def poly_lambda(iterations, power):
@@ -607,7 +608,7 @@ def _train(cfg, resume, stop, on_exit):
         if done % t_cfg["log_every"] == 0 or done == iterations or step == start_step:
             elapsed = time.perf_counter() - tick
             floats = _floats(terms)
-            ratios = distill_ratios(floats)
+            ratios = distill_ratios(floats, cfg["distill"]["gamma"])
             record = {"step": done, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": seen / max(elapsed, 1e-9), **floats, **ratios}
             record["alpha_range"] = float((out.alpha.max() - out.alpha.min()).detach())
             if record["alpha_range"] < ALPHA_CONSTANT and "alpha_constant" not in warned and is_main:

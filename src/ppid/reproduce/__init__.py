@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import PpidError
 from .calibrate import calibration_runs, with_calibration, write_calibration
+from .causes import parse_gamma_tests, with_gamma_tests
 from .plan import BUDGETS, FAMILIES, TABLES, adopt, execute, make_plan, prepare_data, reevaluate, status
 
 GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
@@ -43,6 +44,10 @@ def add_arguments(parser):
     parser.add_argument("--calibrate-ald", action="store_true",
                         help="also train the first family's seed-0 PPID student under every distill.attention_norm reading; "
                              "DIR/calibration.md compares them on the validation split")
+    parser.add_argument("--gamma-test", metavar="FAMILY=GAMMA[,FAMILY=GAMMA]",
+                        help="cause test (beyond the paper): also train each named family's PPID students with eq. 18's "
+                             "gamma scaled by GAMMA (runs/FAMILY/ppid-gammaGAMMA/seedS); the report sets them beside "
+                             "its baseline and PPID rows. Pass it to every invocation of the plan, --report-only included")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and a time estimate from a short probe; train nothing")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs; train nothing")
     parser.add_argument("--re-evaluate", action="store_true",
@@ -57,11 +62,17 @@ def run(args):
     if not seeds:
         raise PpidError("--seeds is empty")
     root = args.out.resolve()
+    gamma_tests = parse_gamma_tests(args.gamma_test)
+    untested = sorted(set(gamma_tests) - set(families))
+    if untested:
+        raise PpidError(f"--gamma-test names {', '.join(untested)}, which --families does not plan")
 
     def plan(iterations):
         runs, settings, data = make_plan(tables, families, seeds, args.budget, iterations, args.synth_version)
         if args.calibrate_ald:
             runs = with_calibration(runs, data)
+        if gamma_tests:
+            runs = with_gamma_tests(runs, data, gamma_tests)
         return runs, settings, data
 
     runs, settings, data = plan(args.iterations)

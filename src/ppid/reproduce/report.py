@@ -15,6 +15,8 @@ from ..evaluate import FLAT_LEVELS, gap_closed
 from ..io import atomic_path
 from ..models import revision
 from .paper import GROUPS, METRICS, PAPER
+from .causes import PREFIX as GAMMA_PREFIX
+from .causes import distill_ratio
 from .plan import CROSS_FAMILY, CROSS_PREFIX, RESULT, SELECTION, TABLE_VARIANTS, read_log
 
 TITLES = {
@@ -134,11 +136,14 @@ def _recalibrated(table, family, results, seeds):
 
 
 def _paired(table, family, results, seeds):
-    """Per row, per group: the seed-paired SAD differences row - reference, and the seeds won."""
-    ref = REFERENCE[table]
-    region = REGION[table]
+    """Per row of a table, per group: the seed-paired SAD differences row - reference, and the seeds won."""
+    return paired_differences(ROWS[table], REFERENCE[table], REGION[table], family, results, seeds)
+
+
+def paired_differences(variants, ref, region, family, results, seeds):
+    """Per row, per group: the seed-paired SAD differences row - ref in `region`, and the seeds won."""
     paired = {}
-    for variant in ROWS[table]:
+    for variant in variants:
         if variant in (ref, "teacher"):
             continue
         per_group = {}
@@ -177,6 +182,63 @@ def _gap_closed(family, results, seeds, rows):
             "seeds": paired,
         }
     return out
+
+
+def summarise_gamma_tests(root, runs, results, seeds):
+    """The distillation-strength cause test (causes.py), per family with `ppid-gamma` runs in the
+    plan: its baseline, PPID, cross-family and PPID-gamma rows (healthy runs), whole-image SAD per group over the
+    seeds, with BatchNorm statistics recomputed, the strength gamma L_distn / L_alpha from the
+    logs, and the seed-paired differences against the baseline."""
+    gamma = {(run.family, run.variant): run.config["distill"]["gamma"] for run in runs if run.config["mode"] == "ppid"}
+    tested = {}
+    for run in runs:
+        if run.variant.startswith(GAMMA_PREFIX) and run.variant not in tested.setdefault(run.family, []):
+            tested[run.family].append(run.variant)
+    out = {}
+    for family, variants in tested.items():
+        healthy = {k: r for k, r in results.items() if k[0] == family and not collapsed(r)}
+        rows = {}
+        for variant in ("baseline", "ppid", *CROSS_ROWS, *variants):
+            found = {s: healthy[(family, variant, s)] for s in seeds if (family, variant, s) in healthy}
+            if not found:
+                continue
+            recal = [_metric(dict(r, test=r["test_recalibrated"]), "whole", "all", "sad")
+                     for r in found.values() if r.get("test_recalibrated")]
+            ratios = [distill_ratio(Path(root) / f"runs/{family}/{variant}/seed{s}") for s in found] if variant != "baseline" else []
+            rows[variant] = {
+                "seeds": sorted(found),
+                "gamma": gamma.get((family, variant)),
+                "distill_ratio": _stats(ratios),
+                "sad": {g: _stats([_metric(r, "whole", g, "sad") for r in found.values()]) for g in GROUPS},
+                "sad_recalibrated": _stats(recal),
+            }
+        if rows:
+            paired = paired_differences(list(rows), "baseline", "whole", family, healthy, seeds)
+            out[family] = {"rows": rows, "paired": paired}
+    return out
+
+
+def gamma_tests_markdown(block):
+    lines = ["## Cause test: distillation strength (beyond the paper; `--gamma-test`)", "",
+             "Table 5 gives every family the same loss weights; what the distillation weighs against L_alpha "
+             "follows the features' scale. Each PPID-gamma row is the family's PPID student with eq. 18's "
+             "gamma scaled (src/ppid/reproduce/causes.py). Whole-image SAD; strength = gamma L_distn / L_alpha, "
+             "the mean over the logged steps.", ""]
+    for family, fam in block.items():
+        lines += [f"### {family}", "",
+                  "| row | seeds | strength | transparent SAD | non-transparent SAD | all SAD | all SAD, BatchNorm recomputed |",
+                  "|---|---|---|---|---|---|---|"]
+        for variant, row in fam["rows"].items():
+            label = LABELS.get(variant) or f"PPID, gamma {row['gamma']:g}"
+            cells = [_fmt(row["sad"][g], "sad") for g in GROUPS]
+            lines.append(f"| {label} | {len(row['seeds'])} | {_fmt(row['distill_ratio'], 'sad')} | " + " | ".join(cells)
+                         + f" | {_fmt(row['sad_recalibrated'], 'sad')} |")
+        lines.append("")
+        for name, per_group in fam["paired"].items():
+            parts = [f"{g} {d['mean']:+.2f} (wins {d['wins']}/{d['n']})" for g, d in per_group.items()]
+            lines.append(f"Paired SAD difference {name}, per seed, whole: " + "; ".join(parts) + ".")
+        lines.append("")
+    return lines
 
 
 def validation_curves(root, runs, results):
@@ -313,6 +375,10 @@ def write_report(root, runs, settings, data, tables, families, seeds, budget):
             chart = root / f"table{table}.png"
             bar_chart(block, table, chart)
             lines += [f"![{block['title']}](table{table}.png)", ""]
+    gamma_tests = summarise_gamma_tests(root, runs, results, seeds)
+    if gamma_tests:
+        doc["cause_tests"] = {"distillation_strength": gamma_tests}
+        lines += gamma_tests_markdown(gamma_tests)
     curves = validation_curves(root, runs, results)
     if curves:
         doc["validation_curves"] = curves
