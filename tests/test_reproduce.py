@@ -232,6 +232,33 @@ def test_report_sets_a_gamma_test_beside_its_familys_baseline_and_ppid(tmp_path)
     assert "cause_tests" not in write_report(tmp_path, runs, settings, data, (1,), ("gca",), (0, 1), "smoke")
 
 
+def test_report_keeps_a_retraining_teachers_record(tmp_path):
+    """While a teacher retrains (a fresh machine: weights are not committed), its folder holds the
+    new run's partial files and the committed record waits beside the locks: the report shows the
+    record, not the half-written retrain."""
+    from ppid.reproduce.plan import record_stash
+
+    runs, settings, data = make_plan((1,), ("indexnet",), (0,), "smoke")
+    validation = {"event": "validation", "step": 40, "summary": {"results": {"whole": {"all": {"sad": 2.5}}}}}
+    for run in runs:
+        (tmp_path / run.folder).mkdir(parents=True)
+        (tmp_path / run.folder / RESULT).write_text(json.dumps(_fixture_result(run, *SAD[(run.variant, run.seed)])))
+        (tmp_path / run.folder / "log.jsonl").write_text(json.dumps(validation) + "\n")
+    teacher = tmp_path / runs[0].folder
+    stash = record_stash(tmp_path, runs[0].folder)
+    stash.parent.mkdir(parents=True)
+    stash.write_text(json.dumps({name: (teacher / name).read_text() for name in (RESULT, "log.jsonl")}))
+    (teacher / RESULT).unlink()
+    partial = dict(validation, step=20, summary={"results": {"whole": {"all": {"sad": 9.0}}}})
+    (teacher / "log.jsonl").write_text(json.dumps(partial) + "\n")
+    doc = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0,), "smoke")
+    assert doc["runs_done"] == 3
+    assert doc["tables"]["1"]["families"]["indexnet"]["rows"]["teacher"]["stats"]["whole"]["all"]["sad"]["mean"] == 1.5
+    assert doc["validation_curves"]["indexnet"]["teacher"][0] == [(40, 2.5)]
+    stash.unlink()  # no record kept, no result in the folder: the teacher is not finished
+    assert write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0,), "smoke")["runs_done"] == 2
+
+
 def test_report_lists_a_collapsed_run_apart_and_leaves_it_out_of_means_pairs_and_gap(tmp_path):
     runs, settings, data = make_plan((1,), ("indexnet",), (0, 1, 2), "smoke")
     for run in runs:

@@ -335,6 +335,27 @@ def execute(run, root, runs_by_folder, log=print):
         return _train_and_test(run, root)
 
 
+def record_stash(root, folder):
+    """Where a retraining run's committed record (RECORD's files, as text) waits."""
+    return lock_file(root, folder).with_suffix(".record.json")
+
+
+def recorded_file(run, root, name):
+    """The text of one of a run's RECORD files: from its folder, or, while a retrain rewrites the
+    folder (no result.json there yet), from the record kept beside the locks; None without one."""
+    folder = Path(root) / run.folder
+    stash = record_stash(root, run.folder)
+    if not (folder / RESULT).is_file() and stash.is_file():
+        return json.loads(stash.read_text()).get(name)
+    return (folder / name).read_text() if (folder / name).is_file() else None
+
+
+def recorded_result(run, root):
+    """The run's result.json as a dict (see recorded_file), or None."""
+    text = recorded_file(run, root, RESULT)
+    return None if text is None else json.loads(text)
+
+
 def _retrain(run, root, log):
     """Train a finished run again for its weights, and keep its committed record: that record
     describes the weights the earlier students learned from. Each retrain adds a line to the run's
@@ -344,8 +365,8 @@ def _retrain(run, root, log):
     (`teacher_sha256`)."""
     folder = root / run.folder
     # The record waits beside the locks while training rewrites the folder, so that a retrain
-    # interrupted and resumed on this machine still knows it.
-    stash = lock_file(root, run.folder).with_suffix(".record.json")
+    # interrupted and resumed on this machine still knows it (and the report still shows it).
+    stash = record_stash(root, run.folder)
     if stash.is_file():
         recorded = json.loads(stash.read_text())
     else:

@@ -17,7 +17,7 @@ from ..models import revision
 from .paper import GROUPS, METRICS, PAPER
 from .causes import PREFIX as GAMMA_PREFIX
 from .causes import distill_ratio
-from .plan import CROSS_FAMILY, CROSS_PREFIX, RESULT, SELECTION, TABLE_VARIANTS, read_log
+from .plan import CROSS_FAMILY, CROSS_PREFIX, LOG, SELECTION, TABLE_VARIANTS, recorded_file, recorded_result
 
 TITLES = {
     1: "Table 1: teacher (trimap) / trimap-free baseline / PPID student (whole image)",
@@ -44,11 +44,9 @@ def load_results(root, runs):
     """{(family, variant, seed): result} for the planned runs that have finished."""
     results = {}
     for run in runs:
-        path = Path(root) / run.folder / RESULT
-        if path.is_file():
-            result = json.loads(path.read_text())
-            if result.get("hash") == run.hash:
-                results[(run.family, run.variant, run.seed)] = result
+        result = recorded_result(run, root)  # a teacher being retrained: its kept record
+        if result is not None and result.get("hash") == run.hash:
+            results[(run.family, run.variant, run.seed)] = result
     return results
 
 
@@ -250,8 +248,8 @@ def validation_curves(root, runs, results):
         result = results.get((run.family, run.variant, run.seed))
         if run.variant not in ROWS[1] or result is None or collapsed(result):
             continue
-        by_step = {r["step"]: r["summary"]["results"]["whole"]["all"]["sad"]
-                   for r in read_log(Path(root) / run.folder) if r.get("event") == "validation"}
+        log = [json.loads(line) for line in (recorded_file(run, root, LOG) or "").splitlines() if line.strip()]
+        by_step = {r["step"]: r["summary"]["results"]["whole"]["all"]["sad"] for r in log if r.get("event") == "validation"}
         if by_step:  # a resumed run may log a step twice: the last record counts
             curves.setdefault(run.family, {}).setdefault(run.variant, {})[run.seed] = sorted(by_step.items())
     return curves
