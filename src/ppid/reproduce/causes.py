@@ -20,7 +20,7 @@ PREFIX = "ppid-gamma"
 
 
 def parse_gamma_tests(text):
-    """`FAMILY=GAMMA[,FAMILY=GAMMA]` -> {family: gamma} (None when not given)."""
+    """`FAMILY=GAMMA[,FAMILY=GAMMA]` -> {family: gamma} ({} when not given)."""
     if not text:
         return {}
     tests = {}

@@ -460,10 +460,19 @@ def record_relative(folder, root):
             tmp.write_text("".join(json.dumps(strip(record)) + "\n" for record in records))
 
 
+def _parse_log(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def read_log(folder):
     """A run's training log as a list of records ([] before it has one)."""
     path = Path(folder) / LOG
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return _parse_log(path.read_text()) if path.is_file() else []
+
+
+def recorded_log(run, root):
+    """A run's training log as recorded_file finds it (a retraining teacher's: the kept record's)."""
+    return _parse_log(recorded_file(run, root, LOG) or "")
 
 
 def reevaluate(run, root):

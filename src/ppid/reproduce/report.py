@@ -17,7 +17,7 @@ from ..models import revision
 from .paper import GROUPS, METRICS, PAPER
 from .causes import PREFIX as GAMMA_PREFIX
 from .causes import distill_ratio
-from .plan import CROSS_FAMILY, CROSS_PREFIX, LOG, SELECTION, TABLE_VARIANTS, recorded_file, recorded_result
+from .plan import CROSS_FAMILY, CROSS_PREFIX, SELECTION, TABLE_VARIANTS, recorded_log, recorded_result
 
 TITLES = {
     1: "Table 1: teacher (trimap) / trimap-free baseline / PPID student (whole image)",
@@ -188,6 +188,7 @@ def summarise_gamma_tests(root, runs, results, seeds):
     seeds, with BatchNorm statistics recomputed, the strength gamma L_distn / L_alpha from the
     logs, and the seed-paired differences against the baseline."""
     gamma = {(run.family, run.variant): run.config["distill"]["gamma"] for run in runs if run.config["mode"] == "ppid"}
+    folders = {(run.family, run.variant, run.seed): run.folder for run in runs}
     tested = {}
     for run in runs:
         if run.variant.startswith(GAMMA_PREFIX) and run.variant not in tested.setdefault(run.family, []):
@@ -202,7 +203,7 @@ def summarise_gamma_tests(root, runs, results, seeds):
                 continue
             recal = [_metric(dict(r, test=r["test_recalibrated"]), "whole", "all", "sad")
                      for r in found.values() if r.get("test_recalibrated")]
-            ratios = [distill_ratio(Path(root) / f"runs/{family}/{variant}/seed{s}") for s in found] if variant != "baseline" else []
+            ratios = [distill_ratio(Path(root) / folders[(family, variant, s)]) for s in found] if variant != "baseline" else []
             rows[variant] = {
                 "seeds": sorted(found),
                 "gamma": gamma.get((family, variant)),
@@ -248,8 +249,8 @@ def validation_curves(root, runs, results):
         result = results.get((run.family, run.variant, run.seed))
         if run.variant not in ROWS[1] or result is None or collapsed(result):
             continue
-        log = [json.loads(line) for line in (recorded_file(run, root, LOG) or "").splitlines() if line.strip()]
-        by_step = {r["step"]: r["summary"]["results"]["whole"]["all"]["sad"] for r in log if r.get("event") == "validation"}
+        by_step = {r["step"]: r["summary"]["results"]["whole"]["all"]["sad"]
+                   for r in recorded_log(run, root) if r.get("event") == "validation"}
         if by_step:  # a resumed run may log a step twice: the last record counts
             curves.setdefault(run.family, {}).setdefault(run.variant, {})[run.seed] = sorted(by_step.items())
     return curves
