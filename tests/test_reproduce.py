@@ -8,7 +8,7 @@ import pytest
 
 from ppid import PpidError
 from ppid.reproduce.paper import TABLE1
-from ppid.reproduce.plan import RESULT, make_plan, status
+from ppid.reproduce.plan import RESULT, make_plan, status, trained_steps
 from ppid.reproduce.report import collapsed, write_report
 
 
@@ -400,6 +400,7 @@ def test_reproduce_runs_reports_skips_and_resumes(tiny_budget, tmp_path, monkeyp
     cut = out / runs[1].folder
     assert str(out) not in (cut / "config.json").read_text() + (cut / "log.jsonl").read_text()  # committable as is
     assert [status(r, out) for r in runs] == ["done", "resume", "pending"]
+    assert [trained_steps(r, out) for r in runs] == [4, 2, 0]  # what resuming skips (a dry run's estimate too)
     monkeypatch.setattr(engine, "make_batches", real_batches)
     assert _reproduce(out) == 0
     assert [status(r, out) for r in runs] == ["done", "done", "done"]
@@ -458,6 +459,11 @@ def test_only_trains_the_named_runs_and_reports_the_whole_plan(tiny_budget, tmp_
     assert _reproduce(out, "--only", "runs/indexnet/ppid/seed0", "--dry-run") == 0
     text = capsys.readouterr().out
     assert "3 runs, 1 to train" in text and "not --only" in text
+    (out / "runs/indexnet/teacher/seed0/model_best.safetensors").unlink()  # as on a fresh machine
+    assert _reproduce(out, "--only", "runs/indexnet/ppid/seed0", "--dry-run") == 0
+    text = capsys.readouterr().out
+    assert ["runs/indexnet/teacher/seed0", "retrain"] in [line.split()[:2] for line in text.splitlines()]
+    assert "3 runs, 2 to train (1 of them finished teachers retrained for their weights)" in text
     assert _reproduce(out, "--gamma-test", "gca=6", "--report-only") == 2
     assert "--gamma-test names gca, which --families does not plan" in capsys.readouterr().err
     assert _reproduce(out, "--gamma-test", "indexnet=0.5", "--report-only") == 0
@@ -471,6 +477,22 @@ def test_dry_run_prints_every_run_with_an_estimate_and_trains_nothing(tiny_budge
         assert f"runs/indexnet/{folder}" in text
     assert "5 runs, 5 to train" in text and " min" in text
     assert not (tmp_path / "dry").exists()
+
+
+def test_estimate_counts_only_what_a_resumed_run_has_left(monkeypatch):
+    import ppid.reproduce.probe as probe
+
+    runs, settings, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    settings = dict(settings, iterations=100, val_every=25, n_val=2, n_test=3, test_per_fg=2)
+    monkeypatch.setattr(probe, "time_training", lambda run, settings, steps: (5.0, 1.0))  # first step, then each
+    monkeypatch.setattr(probe, "time_evaluation", lambda family, settings: 0.5)
+    student = runs[1].folder
+    fresh = probe.estimate(runs[1:2], settings, log=lambda *_: None)[0][student]
+    assert fresh == 5.0 + 99 * 1.0 + (4 * 2 + 6) * 0.5  # 4 validations of 2 images, 6 test images
+    resumed = probe.estimate(runs[1:2], settings, log=lambda *_: None, trained={student: 50})[0][student]
+    assert resumed == 5.0 + 49 * 1.0 + (2 * 2 + 6) * 0.5  # the validations at 75 and 100 are ahead
+    finished = probe.estimate(runs[1:2], settings, log=lambda *_: None, trained={student: 100})[0][student]
+    assert finished == 6 * 0.5  # trained to the end, not yet tested
 
 
 def test_training_time_is_saved_while_a_run_trains(tiny_budget, tmp_path, monkeypatch):

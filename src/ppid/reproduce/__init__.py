@@ -15,7 +15,8 @@ from pathlib import Path
 from .. import PpidError
 from .calibrate import calibration_runs, with_calibration, write_calibration
 from .causes import parse_gamma_tests, with_gamma_tests
-from .plan import BUDGETS, FAMILIES, TABLES, adopt, execute, make_plan, prepare_data, reevaluate, status
+from .plan import (BUDGETS, FAMILIES, TABLES, adopt, execute, make_plan, prepare_data, reevaluate, status,
+                   teachers_trained_first, trained_steps)
 
 GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
     "data/\n.locks/\n*.safetensors\n*.pt\nimages/\ntb/\n"
@@ -35,7 +36,7 @@ def add_arguments(parser):
     parser.add_argument("--budget", default="cpu_small", choices=list(BUDGETS), help="data sizes and schedule (default cpu_small)")
     parser.add_argument("--out", required=True, type=Path, help="the plan's folder: data, runs, tables.md, tables.json, charts")
     parser.add_argument("--iterations", type=int, help="override the budget's iterations for every run")
-    parser.add_argument("--fit", type=float, metavar="SECONDS", help="choose the iterations so that the pending runs fit in SECONDS (from a timing probe)")
+    parser.add_argument("--fit", type=float, metavar="SECONDS", help="choose the iterations so that all the plan's runs fit in SECONDS (from a timing probe)")
     parser.add_argument("--synth-version", type=int, default=2, choices=(1, 2), help="procedural benchmark version (default 2)")
     parser.add_argument("--only", metavar="FOLDER[,FOLDER]",
                         help="train only these runs of the plan (e.g. runs/indexnet/ppid/seed1; --dry-run lists them); "
@@ -82,25 +83,26 @@ def run(args):
     if args.re_evaluate:
         return _reevaluate(root, [run for run in runs if run.folder in only], runs, settings, data, tables, families, seeds, args.budget)
 
-    states = {run.folder: status(run, root) for run in runs}
-    pending = [run for run in runs if states[run.folder] != "done" and run.folder in only]
     if args.fit is not None or args.dry_run:
         from .probe import estimate, fit_iterations
 
-        # --fit sizes every run of the plan: other iterations are other runs (other hashes)
-        costs, step_cost, eval_cost = estimate(runs if args.fit is not None else pending or runs[:1], settings)
-        if args.fit is not None:
+        if args.fit is not None:  # sizes every run of the plan: other iterations are other runs (other hashes)
+            _, step_cost, eval_cost = estimate(runs, settings)
             iterations = fit_iterations(runs, settings, args.fit, step_cost, eval_cost)
             if iterations < 50:
                 raise PpidError(f"the {len(runs)} runs do not fit in {args.fit:.0f}s on this machine even at 50 iterations")
             print(f"reproduce: {iterations} iterations per run fit {len(runs)} runs in {args.fit:.0f}s "
                   f"(continue this plan with --iterations {iterations})")
             runs, settings, data = plan(iterations)
+        if args.dry_run:
             states = {run.folder: status(run, root) for run in runs}
             pending = [run for run in runs if states[run.folder] != "done" and run.folder in only]
-            costs, _, _ = estimate(pending, settings, log=lambda *_: None) if pending else ({}, None, None)
-        if args.dry_run:
-            _print_plan(runs, states, costs, settings, only)
+            # what this invocation trains: the pending runs, and first the teachers they need retrained
+            to_train = teachers_trained_first(pending, {run.folder: run for run in runs}, root) + pending
+            trained = {run.folder: trained_steps(run, root) for run in to_train if states[run.folder] == "resume"}
+            log = (lambda *_: None) if args.fit is not None else print  # --fit's probe has printed the costs
+            costs = estimate(to_train, settings, log=log, trained=trained)[0] if to_train else {}
+            _print_plan(runs, states, costs, settings)
             return 0
 
     root.mkdir(parents=True, exist_ok=True)
@@ -162,17 +164,20 @@ def _report(root, runs, settings, data, tables, families, seeds, budget, quiet=F
     return 0
 
 
-def _print_plan(runs, states, costs, settings, only):
+def _print_plan(runs, states, costs, settings):
+    """`costs`: {folder: seconds} of what the invocation trains, teachers to retrain included."""
     print(f"{'run':40s} {'status':8s} {'estimate':>10s}")
-    total = 0.0
+    retrains = 0
     for run in runs:
-        seconds = costs.get(run.folder)
-        if states[run.folder] != "done" and seconds is not None:
-            total += seconds
-        shown = "-" if states[run.folder] == "done" or seconds is None else f"{seconds / 60:.1f} min"
-        if run.folder not in only and states[run.folder] != "done":
-            shown = "not --only"
-        print(f"{run.folder:40s} {states[run.folder]:8s} {shown:>10s}")
-    pending = sum(states[r.folder] != "done" and r.folder in only for r in runs)
-    print(f"{len(runs)} runs, {pending} to train, {settings['iterations']} iterations each at {settings['size']} px, "
-          f"batch {settings['batch_size']}: about {total / 3600:.1f} h on this machine (probe estimate)")
+        state = states[run.folder]
+        if run.folder in costs:
+            if state == "done":  # finished, but its weights are not on this machine
+                state, retrains = "retrain", retrains + 1
+            shown = f"{costs[run.folder] / 60:.1f} min"
+        else:
+            shown = "-" if state == "done" else "not --only"
+        print(f"{run.folder:40s} {state:8s} {shown:>10s}")
+    first = f" ({retrains} of them finished teachers retrained for their weights)" if retrains else ""
+    print(f"{len(runs)} runs, {len(costs)} to train{first}, {settings['iterations']} iterations each at "
+          f"{settings['size']} px, batch {settings['batch_size']}: about {sum(costs.values()) / 3600:.1f} h on "
+          "this machine (probe estimate)")

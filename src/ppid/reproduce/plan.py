@@ -326,13 +326,35 @@ def execute(run, root, runs_by_folder, log=print):
         teacher = runs_by_folder[run.teacher]
         with exclusive(lock_file(root, teacher.folder), teacher.folder, log):
             # a teacher stopped part-way has weights (its best so far) but no result: it resumes
-            if status(teacher, root) != "done" or not (root / teacher.folder / "model_best.safetensors").is_file():
+            if not weights_ready(teacher, root):
                 log(f"reproduce: {teacher.folder}: teacher weights missing or unfinished; training it from its seed")
                 _retrain(teacher, root, log)
     with exclusive(lock_file(root, run.folder), run.folder, log):
         if status(run, root) == "done":
             return json.loads((root / run.folder / RESULT).read_text())
         return _train_and_test(run, root)
+
+
+def weights_ready(run, root):
+    """A finished run whose selected weights are on this machine: a teacher its students can
+    learn from without retraining it."""
+    return status(run, root) == "done" and (Path(root) / run.folder / "model_best.safetensors").is_file()
+
+
+def teachers_trained_first(runs, runs_by_folder, root):
+    """The teachers that training `runs` trains first (weights missing or unfinished; every
+    teacher on a fresh machine), in plan order, leaving out those `runs` holds itself."""
+    folders = {run.teacher for run in runs if run.teacher} - {run.folder for run in runs}
+    return [run for run in runs_by_folder.values() if run.folder in folders and not weights_ready(run, root)]
+
+
+def trained_steps(run, root):
+    """The iterations the run's matching checkpoint holds (0 without one): what resuming it skips."""
+    if not _checkpoint_matches(run, root):
+        return 0
+    from ..train import CHECKPOINT, load_checkpoint
+
+    return int(load_checkpoint(Path(root) / run.folder / CHECKPOINT)["step"])
 
 
 def record_stash(root, folder):

@@ -3,7 +3,8 @@
 Each (family, kind) of the plan trains a few steps on random tensors at the budget's crop and
 batch (the first step timed apart: allocation, autotuning), and one test image of the budget's
 size is predicted and scored. A run's estimate is then
-    first step + (iterations - 1) * step + validations * n_val * eval + n_test_images * eval.
+    first step + (iterations - 1) * step + validations * n_val * eval + n_test_images * eval,
+with the iterations and validations a resumed run has already done left out.
 """
 
 import statistics
@@ -88,8 +89,9 @@ def cost_key(run):
     return run.family, run.kind, run.config["distill"]["semantic"] if run.kind == "ppid" else None, run.teacher_family
 
 
-def estimate(runs, settings, steps=3, log=print):
-    """{run folder: estimated seconds} for `runs`, probing each (family, kind) once."""
+def estimate(runs, settings, steps=3, log=print, trained=None):
+    """{run folder: estimated seconds} for `runs`, probing each (family, kind) once; `trained`
+    {run folder: iterations done} counts only what a resumed run has left."""
     step_cost, eval_cost = {}, {}
     for run in runs:
         key = cost_key(run)
@@ -101,13 +103,16 @@ def estimate(runs, settings, steps=3, log=print):
         if run.family not in eval_cost:
             eval_cost[run.family] = time_evaluation(run.family, settings)
             log(f"probe: {run.family}: evaluation {eval_cost[run.family]:.3f}s/image")
-    validations = -(-settings["iterations"] // settings["val_every"])
+    iterations, every = settings["iterations"], settings["val_every"]
     test_images = settings["n_test"] * settings["test_per_fg"]
     out = {}
     for run in runs:
         first, step = step_cost[cost_key(run)]
+        done = (trained or {}).get(run.folder, 0)
+        validations = -(-iterations // every) - done // every  # those still ahead of a resumed run
         evals = validations * settings["n_val"] + test_images
-        out[run.folder] = first + (settings["iterations"] - 1) * step + evals * eval_cost[run.family]
+        steps = first + (iterations - done - 1) * step if done < iterations else 0.0
+        out[run.folder] = steps + evals * eval_cost[run.family]
     return out, step_cost, eval_cost
 
 
