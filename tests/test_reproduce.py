@@ -49,6 +49,26 @@ def test_calibration_runs_follow_the_first_familys_table1_seeds():
     assert len(names) == len(runs) + 2
 
 
+def test_the_ald_calibration_never_chooses_a_reading_that_diverged(tmp_path):
+    from ppid.reproduce.calibrate import calibration_runs, write_calibration
+
+    runs, _, data = make_plan((1,), ("indexnet",), (0,), "smoke")
+    readings = calibration_runs(runs, data)
+    for run, sad in zip(readings, (3.0, 2.0, 4.0)):
+        folder = tmp_path / run.folder
+        folder.mkdir(parents=True)
+        validation = {"event": "validation", "step": 2, "summary": {"results": {"whole": {"all": {"sad": sad}}}}}
+        (folder / "log.jsonl").write_text(json.dumps({"step": 1, "alpha": 1.0, "ratio_ald_f": 0.5}) + "\n"
+                                          + json.dumps(validation) + "\n")
+        (folder / RESULT).write_text(json.dumps({"hash": run.hash}))
+    diverged = readings[1]  # the lowest validation SAD before its loss went NaN
+    (tmp_path / diverged.folder / RESULT).write_text(json.dumps({"hash": diverged.hash, "diverged": {"step": 5, "error": "x"}}))
+    chosen = write_calibration(tmp_path, readings)
+    assert chosen == readings[0].config["distill"]["attention_norm"]
+    norm = diverged.config["distill"]["attention_norm"]
+    assert f"| {norm} | diverged: loss NaN/inf from step 5 |" in (tmp_path / "calibration.md").read_text()
+
+
 def test_gamma_test_runs_are_the_familys_ppid_students_with_eq18_gamma_scaled():
     from ppid.reproduce.causes import parse_gamma_tests, with_gamma_tests
 
@@ -493,6 +513,43 @@ def test_estimate_counts_only_what_a_resumed_run_has_left(monkeypatch):
     assert resumed == 5.0 + 49 * 1.0 + (2 * 2 + 6) * 0.5  # the validations at 75 and 100 are ahead
     finished = probe.estimate(runs[1:2], settings, log=lambda *_: None, trained={student: 100})[0][student]
     assert finished == 6 * 0.5  # trained to the end, not yet tested
+
+
+def test_a_diverged_student_is_recorded_and_the_plan_goes_on(tiny_budget, tmp_path, monkeypatch, capsys):
+    """A student whose loss stays NaN/inf is an outcome of its config: it gets a result.json that
+    says so, the report lists it apart, and the plan trains what comes after it (once)."""
+    import ppid.config
+    import ppid.train as engine
+
+    monkeypatch.setitem(ppid.config.DEFAULTS["train"], "max_nonfinite", 2)
+    real_forward = engine.forward_losses
+
+    def nan_with_a_teacher(objective, teacher, batch, amp):  # every distilled student's loss is NaN
+        terms, out, teacher_out = real_forward(objective, teacher, batch, amp)
+        if teacher is not None:
+            terms["total"] = terms["total"] * float("nan")
+        return terms, out, teacher_out
+
+    monkeypatch.setattr(engine, "forward_losses", nan_with_a_teacher)
+    out = tmp_path / "exp"
+    assert _reproduce(out, "--gamma-test", "indexnet=2") == 0  # the gamma run comes after the PPID student
+    runs, _, _ = make_plan((1,), ("indexnet",), (0,), "smoke")
+    ppid_result = json.loads((out / runs[2].folder / RESULT).read_text())
+    assert ppid_result["diverged"]["step"] == 0 and "NaN/inf for 2 steps in a row" in ppid_result["diverged"]["error"]
+    assert str(out) not in ppid_result["diverged"]["error"]  # committable: no machine paths
+    assert "test" not in ppid_result and status(runs[2], out) == "done"
+    text = capsys.readouterr().out
+    assert "runs/indexnet/ppid/seed0: diverged (loss NaN/inf from step 0)" in text
+    assert "runs/indexnet/ppid-gamma2/seed0: diverged" in text  # trained after it, diverged too
+    md = (out / "tables.md").read_text()
+    assert "4 of 4 planned runs finished" in md and "`runs/indexnet/ppid/seed0` from step 0" in md
+    doc = json.loads((out / "tables.json").read_text())
+    assert doc["runs_diverged"] == {"runs/indexnet/ppid/seed0": 0, "runs/indexnet/ppid-gamma2/seed0": 0}
+    assert "ppid" not in doc["tables"]["1"]["families"]["indexnet"]["rows"] or \
+        not doc["tables"]["1"]["families"]["indexnet"]["rows"]["ppid"]["seeds"]  # no test result in any table
+    assert _reproduce(out, "--gamma-test", "indexnet=2") == 0
+    assert "0 runs trained" in capsys.readouterr().out  # recorded: not trained again
+    assert _reproduce(out, "--gamma-test", "indexnet=2", "--re-evaluate") == 0  # nothing to evaluate there
 
 
 def test_training_time_is_saved_while_a_run_trains(tiny_budget, tmp_path, monkeypatch):

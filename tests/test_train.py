@@ -332,10 +332,12 @@ def test_nonfinite_losses_are_skipped_then_abort(dataset, tmp_path, monkeypatch)
 
     monkeypatch.setattr(engine, "alpha_loss", sometimes_nan)
     cfg = tiny(dataset, tmp_path / "nan", optim={"iterations": 20}, train={"max_nonfinite": 3})
-    with pytest.raises(PpidError, match="NaN/inf for 3 steps in a row"):
+    with pytest.raises(engine.TrainingDiverged, match="NaN/inf for 3 steps in a row") as diverged:
         train(load_config(None, cfg))
     events = [json.loads(line) for line in (tmp_path / "nan" / "log.jsonl").read_text().splitlines()]
-    assert sum(e.get("event") == "nonfinite_loss" for e in events) == 4  # one isolated skip, then three in a row
+    skipped = [e["step"] for e in events if e.get("event") == "nonfinite_loss"]
+    assert len(skipped) == 4  # one isolated skip, then three in a row
+    assert diverged.value.step == skipped[1] and skipped[1:] == [skipped[1], skipped[1] + 1, skipped[1] + 2]
     assert (tmp_path / "nan" / "checkpoint_last.pt").is_file()
 
 

@@ -405,6 +405,15 @@ def _checkpoint_problem(ckpt):
     return f"missing {', '.join(missing)}" if missing else None
 
 
+class TrainingDiverged(PpidError):
+    """The loss stayed NaN/inf for `max_nonfinite` steps in a row from `step` on: the weights a
+    step before it produced can no longer give a finite loss, so resuming cannot help."""
+
+    def __init__(self, message, step):
+        super().__init__(message)
+        self.step = step
+
+
 # -- stopping on a signal ------------------------------------------------------------------------
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM stopped training after a whole step, whose checkpoint is written.
@@ -588,10 +597,11 @@ def _train(cfg, resume, stop, on_exit):
             logger.log({"event": "nonfinite_loss", "step": step, **_floats(terms)})
             if nonfinite >= t_cfg["max_nonfinite"]:
                 checkpoint(step)
-                raise PpidError(
-                    f"loss was NaN/inf for {nonfinite} steps in a row (step {step}); last good state is in "
-                    f"{out_dir / CHECKPOINT}. Lower optim.lr or the distillation weights, or set optim.grad_clip"
-                )
+                first = step - nonfinite + 1
+                raise TrainingDiverged(
+                    f"loss was NaN/inf for {nonfinite} steps in a row (from step {first}); {out_dir / CHECKPOINT} "
+                    "holds the weights that gave it, so resuming repeats it: train again with a lower optim.lr "
+                    "or distillation weights, or with optim.grad_clip", first)
             scheduler.step()
             continue
         nonfinite = 0

@@ -15,8 +15,8 @@ from pathlib import Path
 from .. import PpidError
 from .calibrate import calibration_runs, with_calibration, write_calibration
 from .causes import parse_gamma_tests, with_gamma_tests
-from .plan import (BUDGETS, FAMILIES, TABLES, adopt, execute, make_plan, prepare_data, reevaluate, status,
-                   teachers_trained_first, trained_steps)
+from .plan import (BUDGETS, FAMILIES, TABLES, adopt, divergence, execute, make_plan, prepare_data, reevaluate,
+                   status, teachers_trained_first, trained_steps)
 
 GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
     "data/\n.locks/\n*.safetensors\n*.pt\nimages/\ntb/\n"
@@ -119,9 +119,13 @@ def run(args):
         print(f"reproduce: [{i}/{len(runs)}] {run.folder} ({status(run, root)})", flush=True)
         result = execute(run, root, by_folder)
         done_now += 1
-        sad = result["test"]["results"]["whole"]["all"]["sad"]
-        print(f"reproduce: {run.folder}: {result['selection']}, test whole-image SAD {sad:.3f}, "
-              f"{result['train_wall_s']:.0f}s training", flush=True)
+        if "diverged" in result:
+            print(f"reproduce: {run.folder}: diverged (loss NaN/inf from step {result['diverged']['step']}); "
+                  "recorded in its result.json, the plan goes on", flush=True)
+        else:
+            sad = result["test"]["results"]["whole"]["all"]["sad"]
+            print(f"reproduce: {run.folder}: {result['selection']}, test whole-image SAD {sad:.3f}, "
+                  f"{result['train_wall_s']:.0f}s training", flush=True)
         _report(root, runs, settings, data, tables, families, seeds, args.budget, quiet=True)
         if args.calibrate_ald:
             write_calibration(root, calibration_runs(runs, data))
@@ -143,7 +147,7 @@ def _only(text, runs):
 
 
 def _reevaluate(root, chosen, runs, settings, data, tables, families, seeds, budget):
-    done = [run for run in chosen if status(run, root) == "done"]
+    done = [run for run in chosen if status(run, root) == "done" and divergence(run, root) is None]  # no weights to test
     skipped = []
     for i, run in enumerate(done, 1):
         print(f"reproduce: re-evaluating [{i}/{len(done)}] {run.folder}", flush=True)

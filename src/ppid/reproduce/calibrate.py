@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..distill.ald import NORMS
 from ..io import atomic_path
-from .plan import TABLE_VARIANTS, Run, read_log, run_hash
+from .plan import TABLE_VARIANTS, Run, divergence, read_log, run_hash
 
 
 def calibration_runs(runs, data):
@@ -73,10 +73,14 @@ def write_calibration(root, runs):
     rows = {}
     for run in runs:
         norm = run.config["distill"]["attention_norm"]
+        diverged = divergence(run, root)
         summary = summarise_run(root / run.folder) if (root / run.folder / "result.json").is_file() else None
-        if summary is not None:
+        if diverged is not None:  # a reading that cannot train is never chosen
+            rows[norm] = {"run": run.folder, "diverged_from_step": diverged["step"]}
+        elif summary is not None:
             rows[norm] = {"run": run.folder, **summary}
-    chosen = min(rows, key=lambda n: rows[n]["val_sad"]["whole"]["all"]) if len(rows) == len(runs) and rows else None
+    trained = [n for n in rows if "val_sad" in rows[n]]
+    chosen = min(trained, key=lambda n: rows[n]["val_sad"]["whole"]["all"]) if len(rows) == len(runs) and trained else None
     doc = {"rule": "lowest validation whole-image SAD (all images) of the val-best step; the test set is not used",
            "default_when_run": runs[0].config["distill"]["attention_norm"] if runs else None,
            "chosen": chosen, "readings": rows}
@@ -87,6 +91,9 @@ def write_calibration(root, runs):
              "| reading | first step: term / L_alpha | mean over the run | val SAD whole (T / NT / all) | val SAD transition (all) | val-best step |",
              "|---|---|---|---|---|---|"]
     for norm, row in rows.items():
+        if "diverged_from_step" in row:
+            lines.append(f"| {norm} | diverged: loss NaN/inf from step {row['diverged_from_step']} | - | - | - | - |")
+            continue
         first = ", ".join(f"{k} {v:.3g}" for k, v in row["first_step"].items())
         mean = ", ".join(f"{k} {v:.3g}" for k, v in row["mean_over_run"].items())
         whole = row["val_sad"]["whole"]

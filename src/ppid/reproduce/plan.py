@@ -378,6 +378,12 @@ def recorded_result(run, root):
     return None if text is None else json.loads(text)
 
 
+def divergence(run, root):
+    """A finished run's recorded divergence ({"step", "error"}: its loss stayed NaN/inf), or None."""
+    result = recorded_result(run, root)
+    return result.get("diverged") if result is not None and result.get("hash") == run.hash else None
+
+
 def _retrain(run, root, log):
     """Train a finished run again for its weights, and keep its committed record: that record
     describes the weights the earlier students learned from. Each retrain adds a line to the run's
@@ -424,7 +430,7 @@ def _retrain(run, root, log):
 
 
 def _train_and_test(run, root):
-    from ..train import train
+    from ..train import TrainingDiverged, train
 
     folder = root / run.folder
     resume = "last" if _checkpoint_matches(run, root) else None
@@ -442,17 +448,27 @@ def _train_and_test(run, root):
 
     saver = threading.Thread(target=save_spent, daemon=True)
     saver.start()
+    diverged = None
     try:
         outcome = train(absolute(run.config, root, run.folder), resume=resume)
+    except TrainingDiverged as err:
+        diverged = err
     finally:  # an interrupted run's time counts too, and its record is committed as it stands
         stop.set()
         saver.join()  # its last write must not land after the final one below
         spent += time.time() - started
         _write_spent(spent_file, spent)
         record_relative(folder, root)
-    result = evaluate_run(run, root, outcome)
+    if diverged is not None and run.kind == "teacher":
+        raise diverged  # every student of it needs working weights: the plan cannot go past it
+    if diverged is not None:  # an outcome of this config, recorded so that the plan goes on past it
+        error = str(diverged).replace(str(Path(root).resolve()) + "/", "")
+        result = {"hash": run.hash, "family": run.family, "variant": run.variant, "seed": run.seed,
+                  "diverged": {"step": diverged.step, "error": error}}
+    else:
+        result = evaluate_run(run, root, outcome)
     result["train_wall_s"] = round(spent, 1)
-    result["precision"] = outcome.get("precision")
+    result["precision"] = None if diverged else outcome.get("precision")
     with atomic_path(folder / RESULT) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
     return result

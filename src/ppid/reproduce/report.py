@@ -17,7 +17,7 @@ from ..models import revision
 from .paper import GROUPS, METRICS, PAPER
 from .causes import PREFIX as GAMMA_PREFIX
 from .causes import distill_ratio
-from .plan import CROSS_FAMILY, CROSS_PREFIX, SELECTION, TABLE_VARIANTS, recorded_log, recorded_result
+from .plan import CROSS_FAMILY, CROSS_PREFIX, SELECTION, TABLE_VARIANTS, divergence, recorded_log, recorded_result
 
 TITLES = {
     1: "Table 1: teacher (trimap) / trimap-free baseline / PPID student (whole image)",
@@ -41,13 +41,19 @@ ORDER = {1: ("ppid", "baseline"), 3: ("ppid", "sd", "noclsd"), 4: ("ppid", "ld",
 
 
 def load_results(root, runs):
-    """{(family, variant, seed): result} for the planned runs that have finished."""
+    """{(family, variant, seed): result} for the planned runs that have finished with test results
+    (not those that diverged: see diverged_runs)."""
     results = {}
     for run in runs:
         result = recorded_result(run, root)  # a teacher being retrained: its kept record
-        if result is not None and result.get("hash") == run.hash:
+        if result is not None and result.get("hash") == run.hash and "diverged" not in result:
             results[(run.family, run.variant, run.seed)] = result
     return results
+
+
+def diverged_runs(root, runs):
+    """{run folder: the step from which its loss stayed NaN/inf} for the planned runs that diverged."""
+    return {run.folder: found["step"] for run in runs if (found := divergence(run, root)) is not None}
 
 
 def collapsed(result):
@@ -362,9 +368,15 @@ def protocol(settings, data, results, seeds, budget, families):
 def write_report(root, runs, settings, data, tables, families, seeds, budget):
     root = Path(root)
     results = load_results(root, runs)
-    doc = {"protocol": protocol(settings, data, results, seeds, budget, families), "runs_done": len(results),
-           "runs_planned": len(runs), "tables": {}}
-    lines = ["# PPID-IM reproduction", "", f"{len(results)} of {len(runs)} planned runs finished.", "", "Protocol:", ""]
+    diverged = diverged_runs(root, runs)
+    doc = {"protocol": protocol(settings, data, results, seeds, budget, families),
+           "runs_done": len(results) + len(diverged), "runs_planned": len(runs), "runs_diverged": diverged, "tables": {}}
+    lines = ["# PPID-IM reproduction", "", f"{doc['runs_done']} of {len(runs)} planned runs finished.", ""]
+    if diverged:
+        lines += ["Diverged (the loss stayed NaN/inf, so training stopped; no test result, left out of every "
+                  "table and mean): " + ", ".join(f"`{folder}` from step {step}" for folder, step in diverged.items())
+                  + ". Each run's result.json says so; delete it to train the run again.", ""]
+    lines += ["Protocol:", ""]
     lines += [f"- {k}: {v}" for k, v in doc["protocol"].items()] + [""]
     for table in sorted(tables):
         block = summarise_table(table, results, families, seeds)
