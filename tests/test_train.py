@@ -339,6 +339,9 @@ def test_nonfinite_losses_are_skipped_then_abort(dataset, tmp_path, monkeypatch)
     assert len(skipped) == 4  # one isolated skip, then three in a row
     assert diverged.value.step == skipped[1] and skipped[1:] == [skipped[1], skipped[1] + 1, skipped[1] + 2]
     assert (tmp_path / "nan" / "checkpoint_last.pt").is_file()
+    with pytest.raises(engine.TrainingDiverged) as again:  # resuming goes on from the next step: the same streak
+        train(load_config(None, cfg), resume="last")
+    assert again.value.step == diverged.value.step and "NaN/inf for 4 steps in a row" in str(again.value)
 
 
 def test_a_validation_with_nan_predictions_is_logged_and_never_best(dataset, tmp_path, monkeypatch):

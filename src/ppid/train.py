@@ -595,14 +595,14 @@ def _train(cfg, resume, stop, on_exit):
         if not bool(finite):
             nonfinite += 1
             logger.log({"event": "nonfinite_loss", "step": step, **_floats(terms)})
+            scheduler.step()
             if nonfinite >= t_cfg["max_nonfinite"]:
-                checkpoint(step)
+                checkpoint(step + 1)  # this step is skipped and counted: a resume goes on from the next
                 first = step - nonfinite + 1
                 raise TrainingDiverged(
                     f"loss was NaN/inf for {nonfinite} steps in a row (from step {first}); {out_dir / CHECKPOINT} "
                     "holds the weights that gave it, so resuming repeats it: train again with a lower optim.lr "
                     "or distillation weights, or with optim.grad_clip", first)
-            scheduler.step()
             continue
         nonfinite = 0
         scaler.scale(loss).backward()
