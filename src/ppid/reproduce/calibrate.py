@@ -74,10 +74,11 @@ def write_calibration(root, runs):
     for run in runs:
         norm = run.config["distill"]["attention_norm"]
         diverged = divergence(run, root)
-        summary = summarise_run(root / run.folder) if (root / run.folder / "result.json").is_file() else None
         if diverged is not None:  # a reading that cannot train is never chosen
             rows[norm] = {"run": run.folder, "diverged_from_step": diverged["step"]}
-        elif summary is not None:
+            continue
+        summary = summarise_run(root / run.folder) if (root / run.folder / "result.json").is_file() else None
+        if summary is not None:
             rows[norm] = {"run": run.folder, **summary}
     trained = [n for n in rows if "val_sad" in rows[n]]
     chosen = min(trained, key=lambda n: rows[n]["val_sad"]["whole"]["all"]) if len(rows) == len(runs) and trained else None
