@@ -92,6 +92,15 @@ def test_gamma_test_runs_are_the_familys_ppid_students_with_eq18_gamma_scaled():
     for bad in ("gca", "gca=0", "gca=-1", "gca=x", "modnet=2"):
         with pytest.raises(PpidError, match="FAMILY=GAMMA"):
             parse_gamma_tests(bad)
+    # a family named twice gets both gammas, the first one's seeds first; the runs already
+    # planned keep their place and hash, so adding a gamma does not restart a plan
+    assert parse_gamma_tests("gca=6, gca=3") == {"gca": [6.0, 3.0]}
+    with pytest.raises(PpidError, match="gca=6 twice"):
+        parse_gamma_tests("gca=6,gca=6.0")
+    two = with_gamma_tests(runs, data, parse_gamma_tests("gca=6,indexnet=0.17,gca=3"))
+    assert _names(two)[12:16] == ["gca/ppid-gamma6/0", "gca/ppid-gamma6/1", "gca/ppid-gamma3/0", "gca/ppid-gamma3/1"]
+    assert [r for r in two if r.variant != "ppid-gamma3"] == planned
+    assert dict(zip(_names(two), two))["gca/ppid-gamma3/1"].config["distill"]["gamma"] == 3.0
 
 
 def test_cross_family_student_distils_from_the_other_familys_teacher():
@@ -226,7 +235,7 @@ def test_report_sets_a_gamma_test_beside_its_familys_baseline_and_ppid(tmp_path)
     from ppid.reproduce.causes import with_gamma_tests
 
     runs, settings, data = make_plan((1,), ("gca",), (0, 1), "smoke")
-    planned = with_gamma_tests(runs, data, {"gca": 6.0})
+    planned = with_gamma_tests(runs, data, {"gca": [6.0]})
     sad = dict(SAD) | {("ppid-gamma6", 0): (5.0, 4.0), ("ppid-gamma6", 1): (9.0, 4.0)}
     for run in planned:
         (tmp_path / run.folder).mkdir(parents=True)

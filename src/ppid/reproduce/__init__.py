@@ -47,8 +47,9 @@ def add_arguments(parser):
                              "DIR/calibration.md compares them on the validation split")
     parser.add_argument("--gamma-test", metavar="FAMILY=GAMMA[,FAMILY=GAMMA]",
                         help="cause test (beyond the paper): also train each named family's PPID students with eq. 18's "
-                             "gamma scaled by GAMMA (runs/FAMILY/ppid-gammaGAMMA/seedS); the report sets them beside "
-                             "its baseline and PPID rows. Pass it to every invocation of the plan, --report-only included")
+                             "gamma scaled by GAMMA (runs/FAMILY/ppid-gammaGAMMA/seedS); name a family twice for two gammas "
+                             "(gca=6,gca=3); the report sets them beside its baseline and PPID rows. Pass it to every "
+                             "invocation of the plan, --report-only included")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and a time estimate from a short probe; train nothing")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs; train nothing")
     parser.add_argument("--re-evaluate", action="store_true",
