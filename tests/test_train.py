@@ -5,6 +5,7 @@ broken checkpoints and a full disk."""
 import errno
 import io
 import json
+import math
 import multiprocessing
 import os
 import pickle
@@ -315,6 +316,25 @@ def test_resume_continues_bit_for_bit(dataset, tmp_path, monkeypatch, augmenter)
     train(load_config(None, cfg), resume="last")
     resumed = losses(tmp_path / "cut")
     assert len(full) == 6 and resumed == full
+
+
+def test_gradient_norm_logged_before_clipping_and_clipped_steps_counted(dataset, tmp_path):
+    """Each log record carries the interval's largest gradient norm (what a divergence shows
+    first); with optim.grad_clip it is the norm before clipping, and the steps clipped are counted."""
+    def records(out):
+        return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "event" not in r]
+
+    train(load_config(None, tiny(dataset, tmp_path / "free", optim={"iterations": 2})))
+    free = records(tmp_path / "free")
+    assert all(math.isfinite(r["grad_norm_max"]) and r["grad_norm_max"] > 0 for r in free)
+    assert all("clipped_steps" not in r for r in free)
+    first = free[0]["grad_norm_max"]
+    cfg = tiny(dataset, tmp_path / "clip", optim={"iterations": 2, "grad_clip": first / 2})
+    train(load_config(None, cfg))
+    clip = records(tmp_path / "clip")
+    assert clip[0]["grad_norm_max"] == pytest.approx(first, rel=1e-5)  # the same first step, measured before the clip
+    assert clip[0]["clipped_steps"] == 1 and clip[0]["total"] == free[0]["total"]
+    assert clip[1]["total"] != free[1]["total"]  # the clipped update changed the weights
 
 
 def test_nonfinite_losses_are_skipped_then_abort(dataset, tmp_path, monkeypatch):

@@ -555,7 +555,7 @@ def _train(cfg, resume, stop, on_exit):
     batches = on_exit.enter_context(contextlib.closing(make_batches(cfg, device, start_step, rank, world, gen_state)))
     iterations = o_cfg["iterations"]
     progress = progress_bar(total=iterations, initial=start_step, enabled=is_main, desc="train")
-    tick, seen = time.perf_counter(), 0
+    tick, seen, norm_peak, clipped = time.perf_counter(), 0, None, 0  # per logging interval
     gen = None
     warned = set()  # distillation terms already reported as dominating
 
@@ -606,9 +606,13 @@ def _train(cfg, resume, stop, on_exit):
             continue
         nonfinite = 0
         scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # the logged norm and the clip read the true gradients
         if o_cfg["grad_clip"]:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(objective.parameters(), o_cfg["grad_clip"])
+            norm = nn.utils.clip_grad_norm_(objective.parameters(), o_cfg["grad_clip"])
+        else:
+            norm = grad_norm(objective.parameters())
+        norm_peak = norm.detach() if norm_peak is None else torch.maximum(norm_peak, norm.detach())
+        clipped += (norm > o_cfg["grad_clip"]) if o_cfg["grad_clip"] else 0
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -619,7 +623,10 @@ def _train(cfg, resume, stop, on_exit):
             elapsed = time.perf_counter() - tick
             floats = _floats(terms)
             ratios = distill_ratios(floats, cfg["distill"]["gamma"])
-            record = {"step": done, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": seen / max(elapsed, 1e-9), **floats, **ratios}
+            record = {"step": done, "lr": optimizer.param_groups[0]["lr"], "samples_per_s": seen / max(elapsed, 1e-9), **floats, **ratios,
+                      "grad_norm_max": float(norm_peak)}
+            if o_cfg["grad_clip"]:
+                record["clipped_steps"] = int(clipped)
             record["alpha_range"] = float((out.alpha.max() - out.alpha.min()).detach())
             if record["alpha_range"] < ALPHA_CONSTANT and "alpha_constant" not in warned and is_main:
                 warned.add("alpha_constant")
@@ -637,7 +644,7 @@ def _train(cfg, resume, stop, on_exit):
                 record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             logger.log(record)
             progress.set_postfix(loss=f"{record['total']:.4f}", lr=f"{record['lr']:.2e}")
-            tick, seen = time.perf_counter(), 0
+            tick, seen, norm_peak, clipped = time.perf_counter(), 0, None, 0
         if is_main and t_cfg["image_every"] and (done % t_cfg["image_every"] == 0 or done == iterations):
             save_grid(out_dir / "images" / f"step_{done:07d}.png", batch, out, teacher_out)
         if testset is not None and (done % t_cfg["val_every"] == 0 or done == iterations):
@@ -677,6 +684,17 @@ def _train(cfg, resume, stop, on_exit):
     if world > 1:
         dist.destroy_process_group()
     return result
+
+
+def grad_norm(parameters):
+    """The gradients' total L2 norm (what optim.grad_clip compares), without changing them. The
+    log keeps each interval's peak: a divergence shows there first."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    if hasattr(nn.utils, "get_total_norm"):  # torch >= 2.6: one fused pass
+        return nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def _floats(terms):
