@@ -532,16 +532,22 @@ def test_sigint_finishes_the_step_exits_130_and_restores_the_handlers(synth_data
     import ppid.train as engine
     from ppid.cli import main
 
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    _signal_in_step(engine, monkeypatch, 2, signal.SIGINT)
-    args = cli_args(tiny_sets(synth_data, iterations=5), tmp_path / "run")
-    monkeypatch.setattr(sys, "argv", ["/venv/bin/ppid", *args])
-    assert main(args) == 130
-    err = capfd.readouterr().err
-    assert "ppid train: SIGINT received, stopping after this step" in err
-    assert f"ppid train: interrupted at step 2; continue with: {shlex.join(['ppid', *args, '--resume'])}" in err
-    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["step"] == 2
-    assert {s: signal.getsignal(s) for s in before} == before
+    # A shell starts background jobs with SIGINT ignored, which the engine keeps (a test below):
+    # give this test Python's own handler, however pytest was started.
+    launched_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        _signal_in_step(engine, monkeypatch, 2, signal.SIGINT)
+        args = cli_args(tiny_sets(synth_data, iterations=5), tmp_path / "run")
+        monkeypatch.setattr(sys, "argv", ["/venv/bin/ppid", *args])
+        assert main(args) == 130
+        err = capfd.readouterr().err
+        assert "ppid train: SIGINT received, stopping after this step" in err
+        assert f"ppid train: interrupted at step 2; continue with: {shlex.join(['ppid', *args, '--resume'])}" in err
+        assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["step"] == 2
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        signal.signal(signal.SIGINT, launched_with)
 
 
 def test_signal_in_the_last_step_lets_the_run_finish(synth_data, tmp_path, monkeypatch):
