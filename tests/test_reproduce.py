@@ -198,7 +198,7 @@ def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
     paper = TABLE1["indexnet"]
     expected = (paper["baseline"]["all"]["sad"] - paper["ppid"]["all"]["sad"]) / (paper["baseline"]["all"]["sad"] - paper["teacher"]["all"]["sad"])
     assert fam["gap_closed"]["all"]["paper"] == pytest.approx(expected)
-    assert fam["order"]["holds"] is True
+    assert fam["order"]["holds"] is True and fam["order"]["seeds"] == [0, 1, 2]
     assert fam["rows"]["ppid"]["selection"] == ["val-best"]
     md = (tmp_path / "tables.md").read_text()
     assert "72.68" in md and "11.00 ± 1.00" in md and "wins 3/3" in md and "Gap closed (all)" in md
@@ -206,6 +206,23 @@ def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
     assert doc["protocol"]["network_revisions"] == {"indexnet": 2}
     assert (tmp_path / "table1.png").stat().st_size > 1000
     assert json.loads((tmp_path / "tables.json").read_text())["runs_done"] == 7
+
+
+def test_paper_order_compares_rows_over_the_seeds_they_share():
+    """PPID has three seeds, the ablation rows one: the order reads seed 0 of each, not a
+    three-seed mean against one seed."""
+    from ppid.reproduce.report import _order
+
+    def result(sad):
+        return {"test": {"results": {"transition": {"all": {"sad": sad}}}}}
+
+    sads = {("ppid", 0): 4.2, ("ppid", 1): 3.0, ("ppid", 2): 3.0, ("ld", 0): 4.1, ("noald", 0): 4.15}
+    results = {("indexnet", v, s): result(x) for (v, s), x in sads.items()}
+    rows = {v: {"seeds": sorted(s for (w, s) in sads if w == v)} for v in ("ppid", "ld", "noald")}
+    order = _order(4, "indexnet", results, rows)
+    assert order["seeds"] == [0] and order["means"] == [4.2, 4.1, 4.15] and order["holds"] is False
+    rows["ld"]["seeds"] = []  # a row without a healthy seed: no verdict
+    assert _order(4, "indexnet", results, rows)["holds"] is None
 
 
 def test_report_gives_the_recalibrated_students_where_runs_have_them(tmp_path):
