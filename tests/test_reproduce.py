@@ -208,6 +208,43 @@ def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
     assert json.loads((tmp_path / "tables.json").read_text())["runs_done"] == 7
 
 
+def test_report_says_when_rows_trained_with_another_precision_or_teacher(tmp_path):
+    """A plan resumed on another machine mixes precisions and teacher retrains: the table names
+    the runs of each; rows that agree get no such line."""
+    runs, settings, data = make_plan((1,), ("indexnet",), (0, 1, 2), "smoke")
+
+    def write(precision, teacher):
+        for run in runs:
+            result = _fixture_result(run, *SAD[(run.variant, run.seed)])
+            result["precision"] = precision(run)
+            if run.config["mode"] == "ppid":
+                result["teacher_sha256"] = teacher(run)
+            (tmp_path / run.folder).mkdir(parents=True, exist_ok=True)
+            (tmp_path / run.folder / RESULT).write_text(json.dumps(result))
+        return write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
+
+    doc = write(lambda run: "bfloat16", lambda run: "a" * 64)
+    assert doc["tables"]["1"]["families"]["indexnet"]["provenance"] == {}
+    assert "Not like for like" not in (tmp_path / "tables.md").read_text()
+
+    doc = write(lambda run: "float32" if (run.variant, run.seed) == ("ppid", 0) else "bfloat16",
+                lambda run: ("b" if run.seed == 0 else "a") * 64)
+    provenance = doc["tables"]["1"]["families"]["indexnet"]["provenance"]
+    assert provenance["precision"]["float32"] == [["ppid", 0]]
+    assert ["teacher", 0] in provenance["precision"]["bfloat16"] and len(provenance["precision"]["bfloat16"]) == 6
+    assert provenance["teacher"] == {"indexnet bbbbbbbb": [["ppid", 0]], "indexnet aaaaaaaa": [["ppid", 1], ["ppid", 2]]}
+    md = (tmp_path / "tables.md").read_text()
+    assert "Not like for like" in md and "precision float32: PPID (CLSD + ALD) seed 0 |" in md
+    assert "teacher indexnet aaaaaaaa: PPID (CLSD + ALD) seeds 1, 2." in md
+
+    # a cross-family row's other teacher is by design, not a difference
+    from ppid.reproduce.report import _provenance
+
+    results = {("indexnet", "ppid", 0): {"precision": "float32", "teacher_sha256": "a" * 64},
+               ("indexnet", "ppid_from_gca", 0): {"precision": "float32", "teacher_sha256": "c" * 64}}
+    assert _provenance("indexnet", results, {"ppid": {"seeds": [0]}, "ppid_from_gca": {"seeds": [0]}}) == {}
+
+
 def test_paper_order_compares_rows_over_the_seeds_they_share():
     """PPID has three seeds, the ablation rows one: the order reads seed 0 of each, not a
     three-seed mean against one seed."""

@@ -120,6 +120,7 @@ def summarise_table(table, results, families, seeds):
         if table == 1:
             block["gap_closed"] = _gap_closed(family, results, seeds, rows)
         block["order"] = _order(table, family, results, rows)
+        block["provenance"] = _provenance(family, results, rows)
         block["recalibrated"] = _recalibrated(table, family, results, seeds)
         out["families"][family] = block
     return out
@@ -219,7 +220,7 @@ def summarise_gamma_tests(root, runs, results, seeds):
             }
         if rows:
             paired = paired_differences(list(rows), "baseline", "whole", family, healthy, seeds)
-            out[family] = {"rows": rows, "paired": paired}
+            out[family] = {"rows": rows, "paired": paired, "provenance": _provenance(family, healthy, rows)}
     return out
 
 
@@ -242,6 +243,7 @@ def gamma_tests_markdown(block):
         for name, per_group in fam["paired"].items():
             parts = [f"{g} {d['mean']:+.2f} (wins {d['wins']}/{d['n']})" for g, d in per_group.items()]
             lines.append(f"Paired SAD difference {name}, per seed, whole: " + "; ".join(parts) + ".")
+        lines += provenance_markdown(fam["provenance"])
         lines.append("")
     return lines
 
@@ -272,6 +274,45 @@ def _order(table, family, results, rows):
     means = [statistics.fmean(_metric(results[(family, v, s)], REGION[table], "all", "sad") for s in common) for v in names]
     return {"expected": list(ORDER[table]), "seeds": common, "means": means,
             "holds": all(a < b for a, b in zip(means, means[1:]))}
+
+
+def _provenance(family, results, rows):
+    """What the rows' runs trained with, where they differ: {"precision": {value: [[row, seed],
+    ...]}, "teacher": {"FAMILY sha256-prefix": [...]}}, each only when it differs (teachers are
+    compared within a teacher family: a cross-family row's other teacher is by design). A plan
+    resumed on another machine retrains a missing teacher and may lack hardware bf16, so the rows
+    of one table can come from different teachers or precisions; the table should say so."""
+    precision, teachers = {}, {}
+    for variant, row in rows.items():
+        teacher_family = variant[len(CROSS_PREFIX):] if variant.startswith(CROSS_PREFIX) else family
+        for seed in row["seeds"]:
+            result = results[(family, variant, seed)]
+            precision.setdefault(result.get("precision") or "not recorded", []).append([variant, seed])
+            if result.get("teacher_sha256"):
+                by_hash = teachers.setdefault(teacher_family, {})
+                by_hash.setdefault(result["teacher_sha256"][:8], []).append([variant, seed])
+    out = {"precision": precision} if len(precision) > 1 else {}
+    teacher = {f"{name} {sha}": members for name, by_hash in teachers.items() if len(by_hash) > 1
+               for sha, members in by_hash.items()}
+    return out | ({"teacher": teacher} if teacher else {})
+
+
+def _runs_text(members):
+    """[[row, seed], ...] -> "PPID (CLSD + ALD) seeds 0, 1; CLSD + L^f seed 0"."""
+    seeds = {}
+    for variant, seed in members:
+        seeds.setdefault(variant, []).append(str(seed))
+    return "; ".join(f"{LABELS.get(v, v)} seed{'s' if len(s) > 1 else ''} {', '.join(s)}" for v, s in seeds.items())
+
+
+def provenance_markdown(provenance):
+    """One line naming the runs per precision and per teacher, or [] when the rows agree."""
+    parts = [f"{name} {value}: {_runs_text(members)}" for name, groups in provenance.items()
+             for value, members in groups.items()]
+    if not parts:
+        return []
+    return ["Not like for like (the rows trained with different settings; compare them with care): "
+            + " | ".join(parts) + "."]
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -334,6 +375,7 @@ def table_markdown(table, block):
             seeds = ", ".join(map(str, order["seeds"]))
             lines.append(f"Paper's order {' < '.join(order['expected'])} (mean SAD over the seeds every row has, {seeds}; all images): "
                          f"{'holds' if order['holds'] else 'does not hold'} ({', '.join(f'{m:.2f}' for m in order['means'])}).")
+        lines += provenance_markdown(fam["provenance"])
         lines.append("")
     return lines
 
