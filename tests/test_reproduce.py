@@ -193,6 +193,9 @@ def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
     paired = fam["paired"]["ppid - baseline"]
     assert paired["transparent"]["diffs"] == [-4.0, -4.0, -4.0] and paired["transparent"]["wins"] == 3
     assert paired["non-transparent"]["wins"] == 2  # seed 1: 6 vs 5 is a loss
+    # 95% interval of the mean difference over 3 seeds: -1 +- t(0.975, 2) * 2 / sqrt(3); none without spread
+    assert paired["non-transparent"]["ci95"] == pytest.approx([-1 - 4.302653 * 2 / 3 ** 0.5, -1 + 4.302653 * 2 / 3 ** 0.5])
+    assert paired["transparent"]["ci95"] == pytest.approx([-4.0, -4.0])
     # gap closed on the transparent group: (11 - 7) / (11 - 2)
     assert fam["gap_closed"]["transparent"]["ours"] == pytest.approx(4 / 9)
     paper = TABLE1["indexnet"]
@@ -201,7 +204,8 @@ def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
     assert fam["order"]["holds"] is True and fam["order"]["seeds"] == [0, 1, 2]
     assert fam["rows"]["ppid"]["selection"] == ["val-best"]
     md = (tmp_path / "tables.md").read_text()
-    assert "72.68" in md and "11.00 ± 1.00" in md and "wins 3/3" in md and "Gap closed (all)" in md
+    assert "72.68" in md and "11.00 ± 1.00" in md and "Gap closed (all)" in md
+    assert "non-transparent -1.00 (wins 2/3, 95% CI -5.97 to +3.97)" in md
     assert doc["protocol"]["selection"].startswith("val-best") and doc["protocol"]["seeds"] == [0, 1, 2]
     assert doc["protocol"]["network_revisions"] == {"indexnet": 2}
     assert (tmp_path / "table1.png").stat().st_size > 1000
@@ -278,7 +282,7 @@ def test_report_gives_the_recalibrated_students_where_runs_have_them(tmp_path):
     assert recalibrated["rows"]["baseline"]["mean"] == pytest.approx(5.5) and recalibrated["rows"]["ppid"]["n"] == 2
     assert recalibrated["paired"]["ppid - baseline"]["all"]["diffs"] == [0.5, -1.0]
     md = (tmp_path / "tables.md").read_text()
-    assert "With BatchNorm statistics recomputed" in md and "ppid - baseline -0.25 (wins 1/2)" in md
+    assert "With BatchNorm statistics recomputed" in md and "ppid - baseline -0.25 (wins 1/2, 95% CI -9.78 to +9.28)" in md
     assert "trained in: not recorded" in md
 
 
@@ -310,7 +314,7 @@ def test_report_sets_a_gamma_test_beside_its_familys_baseline_and_ppid(tmp_path)
     assert block["paired"]["ppid-gamma6 - baseline"]["all"]["diffs"] == [-3.5, -2.0]
     md = (tmp_path / "tables.md").read_text()
     assert "## Cause test: distillation strength" in md and "| PPID, gamma 6 | 2 | 6.00 ± 0.00 |" in md
-    assert "ppid-gamma6 - baseline, per seed, whole: transparent -4.00 (wins 2/2)" in md
+    assert "ppid-gamma6 - baseline, per seed, whole: transparent -4.00 (wins 2/2, 95% CI" in md
     # the same results without the gamma runs planned: no section
     assert "cause_tests" not in write_report(tmp_path, runs, settings, data, (1,), ("gca",), (0, 1), "smoke")
 

@@ -2,14 +2,17 @@
 result.json files, beside the paper's values; and Table 1's validation curves from their logs.
 
 Per table and family: mean +- std over seeds of every metric, per group and region; the paired
-per-seed difference of each row against the table's reference row (Table 1: PPID - baseline) and
-the seeds it wins; Table 1's share of the teacher-baseline gap that PPID closes; and whether the
-paper's order of the ablation rows holds. Lower is better for every metric.
+per-seed difference of each row against the table's reference row (Table 1: PPID - baseline), its
+95% confidence interval over the seeds and the seeds it wins; Table 1's share of the
+teacher-baseline gap that PPID closes; and whether the paper's order of the ablation rows holds. Lower is better for every metric.
 """
 
 import json
+import math
 import statistics
 from pathlib import Path
+
+from scipy.special import stdtrit
 
 from ..evaluate import FLAT_LEVELS, gap_closed
 from ..io import atomic_path
@@ -159,10 +162,28 @@ def paired_differences(variants, ref, region, family, results, seeds):
                 if a and b and _metric(a, region, group, "sad") is not None and _metric(b, region, group, "sad") is not None:
                     diffs.append(_metric(a, region, group, "sad") - _metric(b, region, group, "sad"))
             if diffs:
-                per_group[group] = {"diffs": diffs, "mean": statistics.fmean(diffs), "wins": sum(d < 0 for d in diffs), "n": len(diffs)}
+                per_group[group] = {"diffs": diffs, "mean": statistics.fmean(diffs), "ci95": mean_ci95(diffs),
+                                    "wins": sum(d < 0 for d in diffs), "n": len(diffs)}
         if per_group:
             paired[f"{variant} - {ref}"] = per_group
     return paired
+
+
+def mean_ci95(values):
+    """The 95% confidence interval of the mean of `values` (Student's t, n - 1 degrees of freedom),
+    or None for fewer than two. Over three seeds it is wide (t = 4.30): a paired difference whose
+    interval holds zero is not told apart from the seed-to-seed spread."""
+    if len(values) < 2:
+        return None
+    half = float(stdtrit(len(values) - 1, 0.975)) * statistics.stdev(values) / math.sqrt(len(values))
+    mean = statistics.fmean(values)
+    return [mean - half, mean + half]
+
+
+def paired_text(d):
+    """One group's paired difference as the report writes it: mean, 95% interval, seeds won."""
+    ci = "" if d.get("ci95") is None else f", 95% CI {d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f}"
+    return f"{d['mean']:+.2f} (wins {d['wins']}/{d['n']}{ci})"
 
 
 def _gap_closed(family, results, seeds, rows):
@@ -241,7 +262,7 @@ def gamma_tests_markdown(block):
                          + f" | {_fmt(row['sad_recalibrated'], 'sad')} |")
         lines.append("")
         for name, per_group in fam["paired"].items():
-            parts = [f"{g} {d['mean']:+.2f} (wins {d['wins']}/{d['n']})" for g, d in per_group.items()]
+            parts = [f"{g} {paired_text(d)}" for g, d in per_group.items()]
             lines.append(f"Paired SAD difference {name}, per seed, whole: " + "; ".join(parts) + ".")
         lines += provenance_markdown(fam["provenance"])
         lines.append("")
@@ -356,7 +377,7 @@ def table_markdown(table, block):
             lines.append(f"Collapsed (a flat alpha on every test image; left out of the means, the paired differences "
                          f"and the gap): {'; '.join(dead)}.")
         for name, per_group in fam["paired"].items():
-            parts = [f"{g} {d['mean']:+.2f} (wins {d['wins']}/{d['n']})" for g, d in per_group.items()]
+            parts = [f"{g} {paired_text(d)}" for g, d in per_group.items()]
             lines.append(f"Paired SAD difference {name}, per seed, {region}: " + "; ".join(parts) + ".")
         for group, gap in fam.get("gap_closed", {}).items():
             ours = "n/a" if gap["ours"] is None else f"{100 * gap['ours']:.0f}%"
@@ -366,7 +387,7 @@ def table_markdown(table, block):
         if fam.get("recalibrated"):
             recal = fam["recalibrated"]
             means = "; ".join(f"{LABELS[v]} {_fmt(stat, 'sad')} ({stat['n']})" for v, stat in recal["rows"].items())
-            pairs = "; ".join(f"{name} {d['all']['mean']:+.2f} (wins {d['all']['wins']}/{d['all']['n']})"
+            pairs = "; ".join(f"{name} {paired_text(d['all'])}"
                               for name, d in recal["paired"].items() if "all" in d)
             lines.append(f"With BatchNorm statistics recomputed on whole training composites (beyond the paper; "
                          f"`ppid recalibrate`), {region} SAD, all images (seeds): {means}." + (f" Paired: {pairs}." if pairs else ""))
