@@ -198,6 +198,9 @@ def test_report_means_paired_wins_gap_and_paper_values(tmp_path):
     assert paired["transparent"]["ci95"] == pytest.approx([-4.0, -4.0])
     # gap closed on the transparent group: (11 - 7) / (11 - 2)
     assert fam["gap_closed"]["transparent"]["ours"] == pytest.approx(4 / 9)
+    # the gain's interval over the gap: non-transparent, gain 1 +- 4.97 over a gap of 6 - 1
+    half = 4.302653 * 2 / 3 ** 0.5
+    assert fam["gap_closed"]["non-transparent"]["ci95"] == pytest.approx([(1 - half) / 5, (1 + half) / 5])
     paper = TABLE1["indexnet"]
     expected = (paper["baseline"]["all"]["sad"] - paper["ppid"]["all"]["sad"]) / (paper["baseline"]["all"]["sad"] - paper["teacher"]["all"]["sad"])
     assert fam["gap_closed"]["all"]["paper"] == pytest.approx(expected)
@@ -367,7 +370,7 @@ def test_report_lists_a_collapsed_run_apart_and_leaves_it_out_of_means_pairs_and
     md = (tmp_path / "tables.md").read_text()
     assert "| 2 (+1 collapsed) |" in md and "Collapsed (a flat alpha on every test image" in md
     assert "PPID (CLSD + ALD) seed 1 (whole SAD 7.00)" in md
-    assert "Gap closed (transparent): ours 47% (seeds 0, 2, paired)" in md
+    assert "Gap closed (transparent): ours 47% (seeds 0, 2, paired, 95% CI" in md
 
 
 def test_collapsed_reads_the_flat_count_and_falls_back_on_the_one_value_count():

@@ -189,7 +189,9 @@ def paired_text(d):
 def _gap_closed(family, results, seeds, rows):
     """Share of the teacher-baseline SAD gap that PPID closes, per group, ours and the paper's.
     Ours compares the baseline and PPID means over the seeds that have both (paired), so that a
-    seed run for one row only does not move the share by its seed's noise."""
+    seed run for one row only does not move the share by its seed's noise. Its 95% interval is the
+    paired difference's (`mean_ci95`) over the baseline-teacher gap, the gap taken as known: it
+    shows the seed spread of the gain, not of the baseline."""
     paired = [s for s in seeds if (family, "baseline", s) in results and (family, "ppid", s) in results]
     teacher = results.get((family, "teacher", 0))
     out = {}
@@ -202,8 +204,11 @@ def _gap_closed(family, results, seeds, rows):
         if t is None or None in b or None in p:
             continue
         paper = {v: rows[v]["paper"][group]["sad"] for v in ("teacher", "baseline", "ppid")}
+        gap = statistics.fmean(b) - t
+        ci = mean_ci95([pi - bi for pi, bi in zip(p, b)])
         out[group] = {
             "ours": gap_closed(statistics.fmean(b), statistics.fmean(p), t),
+            "ci95": [-ci[1] / gap, -ci[0] / gap] if ci and gap > 0 else None,
             "paper": gap_closed(paper["baseline"], paper["ppid"], paper["teacher"]),
             "seeds": paired,
         }
@@ -382,8 +387,9 @@ def table_markdown(table, block):
         for group, gap in fam.get("gap_closed", {}).items():
             ours = "n/a" if gap["ours"] is None else f"{100 * gap['ours']:.0f}%"
             seeds_used = ", ".join(map(str, gap["seeds"]))
+            ci = "" if gap.get("ci95") is None else f", 95% CI {100 * gap['ci95'][0]:.0f}% to {100 * gap['ci95'][1]:.0f}%"
             lines.append(f"Gap closed ({group}): ours {ours} (seed{'s' if len(gap['seeds']) > 1 else ''} {seeds_used}, "
-                         f"paired), paper {100 * gap['paper']:.0f}%.")
+                         f"paired{ci}), paper {100 * gap['paper']:.0f}%.")
         if fam.get("recalibrated"):
             recal = fam["recalibrated"]
             means = "; ".join(f"{LABELS[v]} {_fmt(stat, 'sad')} ({stat['n']})" for v, stat in recal["rows"].items())
