@@ -4,7 +4,8 @@ result.json files, beside the paper's values; and Table 1's validation curves fr
 Per table and family: mean +- std over seeds of every metric, per group and region; the paired
 per-seed difference of each row against the table's reference row (Table 1: PPID - baseline), its
 95% confidence interval over the seeds and the seeds it wins; Table 1's share of the
-teacher-baseline gap that PPID closes; and whether the paper's order of the ablation rows holds. Lower is better for every metric.
+teacher-baseline gap that PPID closes, with the gain's interval; and whether the paper's order of
+the ablation rows holds. Lower is better for every metric.
 """
 
 import json
