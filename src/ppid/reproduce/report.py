@@ -122,7 +122,7 @@ def summarise_table(table, results, families, seeds):
             continue
         block = {"rows": rows, "paired": _paired(table, family, results, seeds)}
         if table == 1:
-            block["gap_closed"] = _gap_closed(family, results, seeds, rows)
+            block["gap_closed"] = _gap_closed(family, results, seeds, rows, block["paired"].get("ppid - baseline", {}))
         block["order"] = _order(table, family, results, rows)
         block["provenance"] = _provenance(family, results, rows)
         block["recalibrated"] = _recalibrated(table, family, results, seeds)
@@ -187,12 +187,13 @@ def paired_text(d):
     return f"{d['mean']:+.2f} (wins {d['wins']}/{d['n']}{ci})"
 
 
-def _gap_closed(family, results, seeds, rows):
+def _gap_closed(family, results, seeds, rows, gain):
     """Share of the teacher-baseline SAD gap that PPID closes, per group, ours and the paper's.
     Ours compares the baseline and PPID means over the seeds that have both (paired), so that a
     seed run for one row only does not move the share by its seed's noise. Its 95% interval is the
-    paired difference's (`mean_ci95`) over the baseline-teacher gap, the gap taken as known: it
-    shows the seed spread of the gain, not of the baseline."""
+    paired PPID - baseline difference's (`gain`, per group, from `paired_differences` over the same
+    seeds) over the baseline-teacher gap, the gap taken as known: it shows the seed spread of the
+    gain, not of the baseline."""
     paired = [s for s in seeds if (family, "baseline", s) in results and (family, "ppid", s) in results]
     teacher = results.get((family, "teacher", 0))
     out = {}
@@ -206,7 +207,7 @@ def _gap_closed(family, results, seeds, rows):
             continue
         paper = {v: rows[v]["paper"][group]["sad"] for v in ("teacher", "baseline", "ppid")}
         gap = statistics.fmean(b) - t
-        ci = mean_ci95([pi - bi for pi, bi in zip(p, b)])
+        ci = gain.get(group, {}).get("ci95")
         out[group] = {
             "ours": gap_closed(statistics.fmean(b), statistics.fmean(p), t),
             "ci95": [-ci[1] / gap, -ci[0] / gap] if ci and gap > 0 else None,
