@@ -770,4 +770,9 @@ def test_cpu_bf16_only_where_the_cpu_has_it_in_hardware(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert autocast_dtype("bf16", torch.device("cpu")) is expected
+        # bf16-always: a bf16 run's numerics on any CPU (a control for runs trained in bf16)
+        assert autocast_dtype("bf16-always", torch.device("cpu")) is torch.bfloat16
     assert autocast_dtype("none", torch.device("cpu")) is None
+    load_config(None, {"train": {"amp": "bf16-always"}})
+    with pytest.raises(PpidError, match=re.escape("train.amp must be one of bf16|fp16|none|bf16-always, got 'bf17'")):
+        load_config(None, {"train": {"amp": "bf17"}})

@@ -61,7 +61,7 @@ DEFAULTS = {
     },
     "train": {
         "device": "auto",  # auto | cpu | cuda
-        "amp": "bf16",  # bf16 | fp16 | none; on the CPU bf16 where it has native bf16 (else float32)
+        "amp": "bf16",  # bf16 | fp16 | none | bf16-always; CPU: bf16 only where native (bf16-always: emulated too)
         "channels_last": True,  # CUDA only
         "compile": False,  # torch.compile the objective and the teacher (docs/training.md: what it measured)
         "seed": 0,
@@ -80,6 +80,7 @@ DEFAULTS = {
 ADDED_LATER = {"distill.cross_family": False, "train.compile": False, "data.trimap_kernel_max": 30}
 
 MODES = ("teacher", "student", "ppid")
+AMPS = ("bf16", "fp16", "none", "bf16-always")  # train.amp
 
 
 def _merge(base, override, where):
@@ -184,5 +185,5 @@ def validate(cfg):
         raise PpidError("optim.batch_size and optim.iterations must be positive")
     if not isinstance(cfg["train"]["compile"], bool):
         raise PpidError(f"train.compile must be true or false, got {cfg['train']['compile']!r}")
-    if cfg["train"]["amp"] not in ("bf16", "fp16", "none"):
-        raise PpidError(f"train.amp must be bf16|fp16|none, got {cfg['train']['amp']!r}")
+    if cfg["train"]["amp"] not in AMPS:
+        raise PpidError(f"train.amp must be one of {'|'.join(AMPS)}, got {cfg['train']['amp']!r}")
