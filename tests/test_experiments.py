@@ -1,4 +1,4 @@
-"""The experiment scripts' own logic that a reported number rests on (experiments/bn_stats.py)."""
+"""The experiment scripts' own logic that a reported number rests on (experiments/bn_stats.py, precision_probe.py)."""
 
 import torch
 
@@ -24,3 +24,29 @@ def test_recalibrated_statistics_average_the_batches_and_come_back_after():
         assert not torch.equal(first.running_mean, before[next(k for k in before if k.endswith("running_mean"))])
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())  # the model's own statistics are back
+
+
+def test_precision_probe_gradients_are_each_terms_own(tmp_path):
+    """The probe compares each loss term's gradient across precisions: each must be that term's
+    alone, over every trained parameter (GC blocks included), so they add up to the total's."""
+    from helpers import random_batch
+    from ppid.config import load_config
+    from ppid.models import save_model
+    from ppid.train import build_models, forward_losses, make_objective
+
+    probe = load_script(ROOT / "experiments" / "precision_probe.py")
+    torch.manual_seed(0)
+    save_model(build("indexnet", "teacher"), tmp_path / "teacher.safetensors")
+    cfg = load_config(None, {"mode": "ppid", "distill": {"teacher": str(tmp_path / "teacher.safetensors")}})
+    model, teacher = build_models(cfg, torch.device("cpu"))
+    objective = make_objective(model, cfg, teacher).train()
+    image, trimap = random_batch(n=2, h=64, w=64)
+    batch = {"image": image, "trimap": trimap, "alpha": torch.rand(2, 1, 64, 64)}
+    terms, _, _ = forward_losses(objective, teacher, batch, None)
+    grads = probe.term_gradients(objective, terms)
+    assert set(grads) == {"alpha", "clsd_same", "clsd_cross", "ald_f", "ald_a", "distill"}
+    size = sum(p.numel() for p in objective.parameters() if p.requires_grad)
+    assert all(g.numel() == size for g in grads.values())
+    parts = sum(grads[name] for name in ("clsd_same", "clsd_cross", "ald_f", "ald_a"))
+    assert float((grads["distill"] - parts).norm() / parts.norm()) < 1e-5  # float32 summation order only
+    assert grads["alpha"].abs().sum() > 0 and not torch.allclose(grads["alpha"], grads["distill"])
