@@ -1,7 +1,7 @@
 """Does bf16 change the distillation losses themselves? A run's first batches at its initial
-weights, each loss term computed twice on the same batch: in float32 and under bf16 autocast (forced
-even on a CPU that emulates bf16, where training would refuse it), with each term's gradient on the
-student's parameters compared (cosine, norm ratio).
+weights, each loss term computed twice on the same batch: in float32 and under bf16 autocast as
+`train.amp: bf16-always` trains (emulated on a CPU without bf16, where `bf16` falls back to
+float32), with each term's gradient on the student's parameters compared (cosine, norm ratio).
 
 Why: the IndexNet PPID student of the same recipe and seed trained in bf16 from one teacher and in
 float32 from its retrain landed 2.76 whole-image SAD apart (results/precision_control/). Their
@@ -22,7 +22,7 @@ import torch
 
 from ppid.config import load_config
 from ppid.io import atomic_path, command_line
-from ppid.train import build_models, forward_losses, make_batches, make_objective
+from ppid.train import autocast_dtype, build_models, forward_losses, make_batches, make_objective
 
 TERMS = ("alpha", "clsd_same", "clsd_cross", "ald_f", "ald_a", "distill")
 
@@ -50,7 +50,7 @@ def probe(cfg, batches):
     for index in range(batches):
         batch, _ = next(source)
         by_precision = {}
-        for label, amp in (("float32", None), ("bf16", torch.bfloat16)):
+        for label, amp in (("float32", None), ("bf16", autocast_dtype("bf16-always", device))):
             terms, _, _ = forward_losses(objective, teacher, batch, amp)
             by_precision[label] = (terms, term_gradients(objective, terms))
         (t32, g32), (t16, g16) = by_precision["float32"], by_precision["bf16"]
