@@ -322,6 +322,58 @@ def test_report_sets_a_gamma_test_beside_its_familys_baseline_and_ppid(tmp_path)
     assert "cause_tests" not in write_report(tmp_path, runs, settings, data, (1,), ("gca",), (0, 1), "smoke")
 
 
+def test_teacher_seeds_add_teachers_and_their_ppid_students_without_moving_the_plan():
+    """--teacher-seeds 0,1: teacher seed 1 and one PPID student per student seed distilled from it,
+    right after the family's Table 1 runs; every run planned without it keeps its place and hash
+    (a finished plan stays finished)."""
+    from ppid.reproduce.teachers import with_teacher_seeds
+
+    runs, settings, data = make_plan((1, 3), ("indexnet", "gca"), (0, 1), "smoke")
+    planned = with_teacher_seeds(runs, settings, data, (0, 1))
+    names = _names(planned)
+    assert names[5:8] == ["indexnet/teacher/1", "indexnet/ppid-teacher1/0", "indexnet/ppid-teacher1/1"]
+    assert names[13:16] == ["gca/teacher/1", "gca/ppid-teacher1/0", "gca/ppid-teacher1/1"]
+    assert [r for r in planned if r.variant not in ("ppid-teacher1",) and (r.variant, r.seed) != ("teacher", 1)] == runs
+    by_name = dict(zip(names, planned))
+    teacher1, student = by_name["indexnet/teacher/1"], by_name["indexnet/ppid-teacher1/1"]
+    assert teacher1.config["train"]["seed"] == 1 and teacher1.folder == "runs/indexnet/teacher/seed1"
+    assert student.teacher == teacher1.folder and student.config["distill"]["teacher"] == f"{teacher1.folder}/model_best.safetensors"
+    ppid = by_name["indexnet/ppid/1"]  # same config but the teacher: another hash
+    assert {k: v for k, v in student.config.items() if k not in ("distill", "name")} == \
+        {k: v for k, v in ppid.config.items() if k not in ("distill", "name")}
+    assert student.hash != ppid.hash and teacher1.hash != by_name["indexnet/teacher/0"].hash
+    assert with_teacher_seeds(runs, settings, data, (0,)) == runs
+
+
+def test_report_gives_ppids_gain_per_teacher_and_over_teachers(tmp_path):
+    from ppid.reproduce.teachers import with_teacher_seeds
+
+    runs, settings, data = make_plan((1,), ("indexnet",), (0, 1, 2), "smoke")
+    planned = with_teacher_seeds(runs, settings, data, (0, 1))
+    sad = dict(SAD) | {("teacher", 1): (2.0, 2.0), ("ppid-teacher1", 0): (10.0, 6.0),
+                       ("ppid-teacher1", 1): (13.0, 6.0), ("ppid-teacher1", 2): (10.0, 6.0)}
+    for run in planned:
+        (tmp_path / run.folder).mkdir(parents=True)
+        (tmp_path / run.folder / RESULT).write_text(json.dumps(_fixture_result(run, *sad[(run.variant, run.seed)])))
+    doc = write_report(tmp_path, planned, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke", teacher_seeds=(0, 1))
+    block = doc["teacher_seeds"]["indexnet"]
+    # teacher 0: PPID - baseline, all = [-2.5, -1.5, -3.5]; teacher 1: [0, +1, -1]
+    assert block["teachers"][0]["paired"]["all"]["diffs"] == [-2.5, -1.5, -3.5]
+    assert block["teachers"][1]["paired"]["all"]["diffs"] == [0.0, 1.0, -1.0]
+    assert block["teachers"][1]["gap_closed"] == pytest.approx(0.0)  # baseline mean 8.5, PPID 8.5, teacher 2
+    over = block["over_teachers"]
+    assert over["mean"] == pytest.approx(-1.25) and over["std"] == pytest.approx(2.5 / 2 ** 0.5)
+    assert over["teachers"] == 2 and (over["pairs_won"], over["pairs"]) == (4, 6)
+    assert doc["protocol"]["teacher_seeds"] == [0, 1]
+    # Table 1 itself keeps the plan's teacher: its rows and pairs are teacher seed 0's
+    assert doc["tables"]["1"]["families"]["indexnet"]["paired"]["ppid - baseline"]["all"]["diffs"] == [-2.5, -1.5, -3.5]
+    md = (tmp_path / "tables.md").read_text()
+    assert "## Table 1 over teacher seeds" in md and "pairs won 4/6" in md
+    assert "| 1 | 2.00 | 8.50 ± 0.87 (3) | +0.00 (wins 1/3, 95% CI" in md
+    # one teacher only: no section
+    assert "teacher_seeds" not in write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
+
+
 def test_report_keeps_a_retraining_teachers_record(tmp_path):
     """While a teacher retrains (a fresh machine: weights are not committed), its folder holds the
     new run's partial files and the committed record waits beside the locks: the report shows the

@@ -17,6 +17,7 @@ from .calibrate import calibration_runs, with_calibration, write_calibration
 from .causes import parse_gamma_tests, with_gamma_tests
 from .plan import (BUDGETS, FAMILIES, TABLES, adopt, divergence, execute, make_plan, prepare_data, reevaluate,
                    status, teachers_trained_first, trained_steps)
+from .teachers import with_teacher_seeds
 
 GITIGNORE = "# written by ppid reproduce: results are committed, weights and data are not\n" \
     "data/\n.locks/\n*.safetensors\n*.pt\nimages/\ntb/\n"
@@ -32,8 +33,16 @@ def _ints(text, what):
 def add_arguments(parser):
     parser.add_argument("--tables", default=",".join(map(str, TABLES)), help="paper tables to run (default 1,3,4,6)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="network families, in the order to run them (default indexnet,gca,dim)")
-    parser.add_argument("--seeds", default="0,1,2", help="student seeds (teachers use seed 0; default 0,1,2)")
+    parser.add_argument("--seeds", default="0,1,2", help="student seeds (default 0,1,2)")
+    parser.add_argument("--teacher-seeds", default="0",
+                        help="teacher seeds (default 0: one teacher per family). Beyond the paper: each further seed T "
+                             "adds a teacher runs/FAMILY/teacher/seedT and Table 1 PPID students distilled from it "
+                             "(runs/FAMILY/ppid-teacherT/seedS); the report gives PPID's gain per teacher and over teachers. "
+                             "Pass it to every invocation of the plan, --report-only included")
     parser.add_argument("--budget", default="cpu_small", choices=list(BUDGETS), help="data sizes and schedule (default cpu_small)")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="train on this device instead of the budget's (e.g. cuda: cpu_small's schedule on a GPU); "
+                             "the device is part of every run's config, so its runs are other runs: give them their own --out")
     parser.add_argument("--out", required=True, type=Path, help="the plan's folder: data, runs, tables.md, tables.json, charts")
     parser.add_argument("--iterations", type=int, help="override the budget's iterations for every run")
     parser.add_argument("--fit", type=float, metavar="SECONDS", help="choose the iterations so that all the plan's runs fit in SECONDS (from a timing probe)")
@@ -61,8 +70,13 @@ def run(args):
     tables = _ints(args.tables, "tables")
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     seeds = _ints(args.seeds, "seeds")
-    if not seeds:
-        raise PpidError("--seeds is empty")
+    teacher_seeds = _ints(args.teacher_seeds, "teacher-seeds")
+    if not seeds or not teacher_seeds:
+        raise PpidError(f"--{'seeds' if not seeds else 'teacher-seeds'} is empty")
+    if min(seeds + teacher_seeds) < 0:
+        raise PpidError("seeds must be non-negative integers")
+    if 0 not in teacher_seeds:
+        raise PpidError("--teacher-seeds must include 0, the plan's teacher (its students are the tables' PPID rows)")
     root = args.out.resolve()
     gamma_tests = parse_gamma_tests(args.gamma_test)
     untested = sorted(set(gamma_tests) - set(families))
@@ -70,19 +84,19 @@ def run(args):
         raise PpidError(f"--gamma-test names {', '.join(untested)}, which --families does not plan")
 
     def plan(iterations):
-        runs, settings, data = make_plan(tables, families, seeds, args.budget, iterations, args.synth_version)
+        runs, settings, data = make_plan(tables, families, seeds, args.budget, iterations, args.synth_version, args.device)
         if args.calibrate_ald:
             runs = with_calibration(runs, data)
         if gamma_tests:
             runs = with_gamma_tests(runs, data, gamma_tests)
-        return runs, settings, data
+        return with_teacher_seeds(runs, settings, data, teacher_seeds), settings, data
 
     runs, settings, data = plan(args.iterations)
     only = _only(args.only, runs)
     if args.report_only:
-        return _report(root, runs, settings, data, tables, families, seeds, args.budget)
+        return _report(root, runs, settings, data, tables, families, seeds, teacher_seeds, args.budget)
     if args.re_evaluate:
-        return _reevaluate(root, [run for run in runs if run.folder in only], runs, settings, data, tables, families, seeds, args.budget)
+        return _reevaluate(root, [run for run in runs if run.folder in only], runs, settings, data, tables, families, seeds, teacher_seeds, args.budget)
 
     if args.fit is not None or args.dry_run:
         from .probe import estimate, fit_iterations
@@ -127,10 +141,10 @@ def run(args):
             sad = result["test"]["results"]["whole"]["all"]["sad"]
             print(f"reproduce: {run.folder}: {result['selection']}, test whole-image SAD {sad:.3f}, "
                   f"{result['train_wall_s']:.0f}s training", flush=True)
-        _report(root, runs, settings, data, tables, families, seeds, args.budget, quiet=True)
+        _report(root, runs, settings, data, tables, families, seeds, teacher_seeds, args.budget, quiet=True)
         if args.calibrate_ald:
             write_calibration(root, calibration_runs(runs, data))
-    _report(root, runs, settings, data, tables, families, seeds, args.budget)
+    _report(root, runs, settings, data, tables, families, seeds, teacher_seeds, args.budget)
     print(f"reproduce: {done_now} runs trained in {time.time() - started:.0f}s; report in {root / 'tables.md'}")
     return 0
 
@@ -147,7 +161,7 @@ def _only(text, runs):
     return set(named)
 
 
-def _reevaluate(root, chosen, runs, settings, data, tables, families, seeds, budget):
+def _reevaluate(root, chosen, runs, settings, data, tables, families, seeds, teacher_seeds, budget):
     done = [run for run in chosen if status(run, root) == "done" and divergence(run, root) is None]  # no weights to test
     skipped = []
     for i, run in enumerate(done, 1):
@@ -157,13 +171,13 @@ def _reevaluate(root, chosen, runs, settings, data, tables, families, seeds, bud
     if skipped:
         print(f"reproduce: kept the results of {len(skipped)} runs whose weights (or GPU) are not on this machine: "
               + ", ".join(skipped))
-    return _report(root, runs, settings, data, tables, families, seeds, budget)
+    return _report(root, runs, settings, data, tables, families, seeds, teacher_seeds, budget)
 
 
-def _report(root, runs, settings, data, tables, families, seeds, budget, quiet=False):
+def _report(root, runs, settings, data, tables, families, seeds, teacher_seeds, budget, quiet=False):
     from .report import write_report
 
-    doc = write_report(root, runs, settings, data, tables, families, seeds, budget)
+    doc = write_report(root, runs, settings, data, tables, families, seeds, budget, teacher_seeds)
     if not quiet:
         print(f"reproduce: report of {doc['runs_done']}/{doc['runs_planned']} runs: {root / 'tables.md'}")
     return 0

@@ -142,10 +142,13 @@ def run_hash(cfg, data, teacher_hash):
     return _hash(what)
 
 
-def budget_settings(budget, iterations=None):
+def budget_settings(budget, iterations=None, device=None):
+    """The budget's settings; `iterations` and `device` override its schedule and training device."""
     if budget not in BUDGETS:
         raise PpidError(f"unknown budget {budget!r}; expected one of {', '.join(BUDGETS)}")
     settings = dict(BUDGETS[budget])
+    if device is not None:
+        settings["device"] = device
     if iterations is not None:
         settings["iterations"] = int(iterations)
         settings["val_every"] = min(settings["val_every"], settings["iterations"])
@@ -183,7 +186,8 @@ def run_config(family, variant, seed, settings, teacher_folder=None):
     return cfg
 
 
-def make_plan(tables=TABLES, families=FAMILIES, seeds=(0, 1, 2), budget="cpu_small", iterations=None, synth_version=2):
+def make_plan(tables=TABLES, families=FAMILIES, seeds=(0, 1, 2), budget="cpu_small", iterations=None, synth_version=2,
+              device=None):
     """The runs in execution order: Table 1 for every family first (teacher, then baseline and
     PPID per seed, so paired results land early; a CROSS_FAMILY student once both of its families'
     Table 1 runs are planned), then each family's ablation students."""
@@ -194,7 +198,7 @@ def make_plan(tables=TABLES, families=FAMILIES, seeds=(0, 1, 2), budget="cpu_sma
     bad = set(families) - set(FAMILIES)
     if bad:
         raise PpidError(f"unknown famil{'ies' if len(bad) > 1 else 'y'} {sorted(bad)}; expected {', '.join(FAMILIES)}")
-    settings = budget_settings(budget, iterations)
+    settings = budget_settings(budget, iterations, device)
     data = data_spec(settings, synth_version)
     runs, teachers = [], {}
 

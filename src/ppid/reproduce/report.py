@@ -22,6 +22,7 @@ from .paper import GROUPS, METRICS, PAPER
 from .causes import PREFIX as GAMMA_PREFIX
 from .causes import distill_ratio
 from .plan import CROSS_FAMILY, CROSS_PREFIX, SELECTION, TABLE_VARIANTS, divergence, recorded_log, recorded_result
+from .teachers import ppid_variant
 
 TITLES = {
     1: "Table 1: teacher (trimap) / trimap-free baseline / PPID student (whole image)",
@@ -252,6 +253,70 @@ def summarise_gamma_tests(root, runs, results, seeds):
     return out
 
 
+def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
+    """Table 1's PPID gain per teacher seed and over teachers (teachers.py), per family with more
+    than one teacher result. Per teacher: its whole-image SAD, its PPID students' SAD over the
+    student seeds, the seed-paired PPID - baseline differences and the gap closed. Over teachers:
+    the mean of the teachers' mean differences, their spread and 95% interval over the teachers
+    (the teacher is then the unit: students of one teacher are not independent draws), and the
+    teacher x student pairs won."""
+    healthy = {k: r for k, r in results.items() if not collapsed(r)}
+    out = {}
+    for family in families:
+        per_teacher = {}
+        for t in teacher_seeds:
+            teacher, variant = healthy.get((family, "teacher", t)), ppid_variant(t)
+            if teacher is None:
+                continue
+            paired = paired_differences([variant], "baseline", "whole", family, healthy, seeds).get(f"{variant} - baseline", {})
+            both = [s for s in seeds if (family, "baseline", s) in healthy and (family, variant, s) in healthy]
+            b = [_metric(healthy[(family, "baseline", s)], "whole", "all", "sad") for s in both]
+            p = [_metric(healthy[(family, variant, s)], "whole", "all", "sad") for s in both]
+            t_sad = _metric(teacher, "whole", "all", "sad")
+            per_teacher[t] = {
+                "teacher_sad": {g: _metric(teacher, "whole", g, "sad") for g in GROUPS},
+                "ppid_sad": _stats([_metric(healthy[(family, variant, s)], "whole", "all", "sad")
+                                    for s in seeds if (family, variant, s) in healthy]),
+                "paired": paired,
+                "gap_closed": gap_closed(statistics.fmean(b), statistics.fmean(p), t_sad) if both else None,
+            }
+        if len(per_teacher) < 2:
+            continue
+        means = [v["paired"]["all"]["mean"] for v in per_teacher.values() if "all" in v["paired"]]
+        diffs = [d for v in per_teacher.values() if "all" in v["paired"] for d in v["paired"]["all"]["diffs"]]
+        out[family] = {"teachers": per_teacher, "over_teachers": {
+            "mean": statistics.fmean(means) if means else None,
+            "std": statistics.stdev(means) if len(means) > 1 else None,
+            "ci95": mean_ci95(means), "teachers": len(means),
+            "pairs_won": sum(d < 0 for d in diffs), "pairs": len(diffs)}}
+    return out
+
+
+def teacher_seeds_markdown(block):
+    lines = ["## Table 1 over teacher seeds (beyond the paper; `--teacher-seeds`)", "",
+             "Each teacher seed is a teacher of the same family and config; its PPID students (one per student "
+             "seed) are paired with the baseline of their seed. Whole-image SAD, all images unless named; "
+             "difference = PPID - baseline (negative: PPID better). Over teachers, the teacher is the unit: "
+             "the interval is over the teachers' mean differences (src/ppid/reproduce/teachers.py).", ""]
+    for family, fam in block.items():
+        lines += [f"### {family}", "", "| teacher seed | teacher SAD | PPID SAD (seeds) | PPID - baseline, all | "
+                  "transparent | non-transparent | gap closed |", "|---|---|---|---|---|---|---|"]
+        for t, row in fam["teachers"].items():
+            ppid = "-" if row["ppid_sad"] is None else f"{_fmt(row['ppid_sad'], 'sad')} ({row['ppid_sad']['n']})"
+            cells = [paired_text(row["paired"][g]) if g in row["paired"] else "-" for g in ("all", *GROUPS[:-1])]
+            gap = "-" if row["gap_closed"] is None else f"{100 * row['gap_closed']:.0f}%"
+            lines.append(f"| {t} | {row['teacher_sad']['all']:.2f} | {ppid} | " + " | ".join(cells) + f" | {gap} |")
+        over = fam["over_teachers"]
+        if over["mean"] is not None:
+            spread = "" if over["std"] is None else f", std over teachers {over['std']:.2f}"
+            ci = "" if over["ci95"] is None else f", 95% CI {over['ci95'][0]:+.2f} to {over['ci95'][1]:+.2f}"
+            lines.append("")
+            lines.append(f"Over {over['teachers']} teachers: mean difference {over['mean']:+.2f}{spread}{ci}; "
+                         f"teacher x student pairs won {over['pairs_won']}/{over['pairs']}.")
+        lines.append("")
+    return lines
+
+
 def gamma_tests_markdown(block):
     lines = ["## Cause test: distillation strength (beyond the paper; `--gamma-test`)", "",
              "Table 5 gives every family the same loss weights; what the distillation weighs against L_alpha "
@@ -409,7 +474,7 @@ def table_markdown(table, block):
     return lines
 
 
-def protocol(settings, data, results, seeds, budget, families):
+def protocol(settings, data, results, seeds, teacher_seeds, budget, families):
     devices = sorted({r["device"] for r in results.values()})
     precision = sorted({r["config"]["train"]["amp"] for r in results.values()})
     used = {r.get("precision") or "not recorded" for r in results.values()}
@@ -428,7 +493,7 @@ def protocol(settings, data, results, seeds, budget, families):
                      f"{data['n_train']} training, {data['n_val']} validation, {data['n_test']} test foregrounds "
                      f"x {data['test_per_fg']} backgrounds; synth seeds {data['seeds']}",
         "seeds": list(seeds),
-        "teacher_seed": 0,
+        "teacher_seeds": list(teacher_seeds),
         "selection": SELECTION,
         "collapsed_runs": f"a run whose selected model predicts a flat alpha (fewer than {FLAT_LEVELS} of 256 levels) on every test "
                           "image is listed apart, left out of the means, paired differences and gap (first rule: one "
@@ -440,11 +505,11 @@ def protocol(settings, data, results, seeds, budget, families):
     }
 
 
-def write_report(root, runs, settings, data, tables, families, seeds, budget):
+def write_report(root, runs, settings, data, tables, families, seeds, budget, teacher_seeds=(0,)):
     root = Path(root)
     results = load_results(root, runs)
     diverged = diverged_runs(root, runs)
-    doc = {"protocol": protocol(settings, data, results, seeds, budget, families),
+    doc = {"protocol": protocol(settings, data, results, seeds, teacher_seeds, budget, families),
            "runs_done": len(results) + len(diverged), "runs_planned": len(runs), "runs_diverged": diverged, "tables": {}}
     lines = ["# PPID-IM reproduction", "", f"{doc['runs_done']} of {len(runs)} planned runs finished.", ""]
     if diverged:
@@ -461,6 +526,10 @@ def write_report(root, runs, settings, data, tables, families, seeds, budget):
             chart = root / f"table{table}.png"
             bar_chart(block, table, chart)
             lines += [f"![{block['title']}](table{table}.png)", ""]
+    teachers = summarise_teacher_seeds(results, families, seeds, teacher_seeds)
+    if teachers:
+        doc["teacher_seeds"] = teachers
+        lines += teacher_seeds_markdown(teachers)
     gamma_tests = summarise_gamma_tests(root, runs, results, seeds)
     if gamma_tests:
         doc["cause_tests"] = {"distillation_strength": gamma_tests}
