@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# One lent-GPU command: Table 1 of one family. The iterations are ITERATIONS, or else the most that
-# fit the plan's runs one after another in FIT_S seconds (the plan's timing probe). Every run
-# trains in its own process, all started at once, so that one process's start-up, validation and
-# test evaluation overlap another's training: the baselines beside the teacher, the PPID students
-# waiting for it (the plan's lock on the teacher's folder; docs/reproduce.md). The runs are the plan's own (`ppid reproduce --only`): hashes, selection and report
-# are a sequential plan's. Whatever finished is packed (no weights, no data) into
-# $OUT/reproduce.tar.gz with each process's log, even when LIMIT_S cuts the students short.
-#   OUT=/path FIT_S=380 LIMIT_S=540 bash experiments/gpu_table1_parallel.sh indexnet 0
+# One lent-GPU command: Table 1 of one family. Every run trains in its own process, all started at
+# once, so that the device is shared: the teachers and baselines first, the PPID students waiting
+# for their teachers (the plan's lock on the teacher's folder; docs/reproduce.md). The runs are the
+# plan's own (`ppid reproduce --only`): hashes, selection and report are a sequential plan's.
+# The iterations are ITERATIONS, or else the most (up to MAX_ITERATIONS, default the budget's) at
+# which the two waves fit in the time left after the data, from the plan's timing probe on this
+# machine (experiments/parallel_fit.py, with CONCURRENCY, default 2). TEACHER_SEEDS (default 0)
+# adds teachers and their PPID students (`--teacher-seeds`); DEVICE overrides the budget's device
+# (cpu_small's schedule on a GPU: BUDGET=cpu_small DEVICE=cuda). Whatever finished is packed (no
+# weights, no data) into $OUT/reproduce.tar.gz with each process's log, even when LIMIT_S cuts
+# the students short.
+#   OUT=/path LIMIT_S=540 bash experiments/gpu_table1_parallel.sh indexnet 0
+#   OUT=/path LIMIT_S=540 BUDGET=cpu_small DEVICE=cuda TEACHER_SEEDS=0,1,2 bash experiments/gpu_table1_parallel.sh indexnet 0,1
 set -uo pipefail
 family=${1:?family}; seeds=${2:?seeds, e.g. 0,1,2}
 py=${PY:-python3}
@@ -14,19 +19,28 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:
 work=${WORK:-/tmp/reproduce_gpu_small}
 mkdir -p "$OUT" "$work/logs"
 deadline=$((SECONDS + ${LIMIT_S:-480}))
-args=(--budget "${BUDGET:-gpu_small}" --tables 1 --families "$family" --seeds "$seeds" --out "$work")
+budget=${BUDGET:-gpu_small}; teacher_seeds=${TEACHER_SEEDS:-0}
+args=(--budget "$budget" --tables 1 --families "$family" --seeds "$seeds" --teacher-seeds "$teacher_seeds" --out "$work")
+[ -n "${DEVICE:-}" ] && args+=(--device "$DEVICE")
 { nvidia-smi -L; "$py" -c "import torch; print('torch', torch.__version__)"; } > "$OUT/env.txt" 2>&1
-iterations=${ITERATIONS:-$("$py" -m ppid reproduce "${args[@]}" --fit "${FIT_S:?FIT_S or ITERATIONS}" --dry-run 2>&1 \
-  | tee "$OUT/session.log" | sed -n 's/.*continue this plan with --iterations \([0-9]*\).*/\1/p')}
-[ -n "$iterations" ] || { echo "no iteration count (see session.log)" | tee -a "$OUT/session.log"; exit 1; }
+"$py" -m ppid reproduce "${args[@]}" --max-runs 0 >> "$OUT/session.log" 2>&1  # the data, before the clock is read
+echo "data ready at ${SECONDS}s" >> "$OUT/session.log"
+iterations=${ITERATIONS:-$("$py" experiments/parallel_fit.py --seconds $((deadline - SECONDS - ${MARGIN_S:-60})) \
+  --family "$family" --seeds "$seeds" --teacher-seeds "$teacher_seeds" --budget "$budget" ${DEVICE:+--device "$DEVICE"} \
+  --concurrency "${CONCURRENCY:-2}" ${MAX_ITERATIONS:+--max-iterations "$MAX_ITERATIONS"} 2>> "$OUT/session.log")}
+[ "${iterations:-0}" -gt 0 ] || { echo "no iteration count fits (see session.log)" | tee -a "$OUT/session.log"; exit 1; }
 args+=(--iterations "$iterations")
 
 # Progress bars rewrite one line with \r: keep the records, drop the bars.
 quiet() { tr '\r' '\n' | grep --line-buffered -v -E 'it/s|s/it|img/s'; }
 
 echo "$iterations iterations" | tee -a "$OUT/session.log"
-runs=("teacher/seed0")
-for seed in ${seeds//,/ }; do runs+=("baseline/seed$seed" "ppid/seed$seed"); done
+runs=()
+for t in ${teacher_seeds//,/ }; do runs+=("teacher/seed$t"); done
+for seed in ${seeds//,/ }; do runs+=("baseline/seed$seed"); done
+for t in ${teacher_seeds//,/ }; do
+  for seed in ${seeds//,/ }; do runs+=("$([ "$t" = 0 ] && echo ppid || echo "ppid-teacher$t")/seed$seed"); done
+done
 for run in "${runs[@]}"; do
   ( timeout $((deadline - SECONDS)) "$py" -m ppid reproduce "${args[@]}" --only "runs/$family/$run" 2>&1 \
       | quiet > "$work/logs/${run//\//_}.log"
