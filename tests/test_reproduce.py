@@ -370,6 +370,13 @@ def test_report_gives_ppids_gain_per_teacher_and_over_teachers(tmp_path):
     md = (tmp_path / "tables.md").read_text()
     assert "## Table 1 over teacher seeds" in md and "pairs won 4/6" in md
     assert "| 1 | 2.00 | 8.50 ± 0.87 (3) | +0.00 (wins 1/3, 95% CI" in md
+    # a second teacher without students yet: its row, but no line over teachers
+    (tmp_path / "runs/indexnet/ppid-teacher1/seed0" / RESULT).unlink()
+    (tmp_path / "runs/indexnet/ppid-teacher1/seed1" / RESULT).unlink()
+    (tmp_path / "runs/indexnet/ppid-teacher1/seed2" / RESULT).unlink()
+    write_report(tmp_path, planned, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke", teacher_seeds=(0, 1))
+    md = (tmp_path / "tables.md").read_text()
+    assert "| 1 | 2.00 | - | - |" in md and "pairs won" not in md
     # one teacher only: no section
     assert "teacher_seeds" not in write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
 

@@ -307,7 +307,7 @@ def teacher_seeds_markdown(block):
             gap = "-" if row["gap_closed"] is None else f"{100 * row['gap_closed']:.0f}%"
             lines.append(f"| {t} | {row['teacher_sad']['all']:.2f} | {ppid} | " + " | ".join(cells) + f" | {gap} |")
         over = fam["over_teachers"]
-        if over["mean"] is not None:
+        if over["teachers"] > 1:  # one teacher's pairs are that teacher's row above
             spread = "" if over["std"] is None else f", std over teachers {over['std']:.2f}"
             ci = "" if over["ci95"] is None else f", 95% CI {over['ci95'][0]:+.2f} to {over['ci95'][1]:+.2f}"
             lines.append("")
