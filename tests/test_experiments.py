@@ -1,5 +1,6 @@
-"""The experiment scripts' own logic that a reported number rests on (experiments/bn_stats.py, precision_probe.py)."""
+"""The experiment scripts' own logic that a reported number rests on (experiments/bn_stats.py, precision_probe.py, parallel_fit.py)."""
 
+import pytest
 import torch
 
 from helpers import ROOT, load_script
@@ -50,3 +51,27 @@ def test_precision_probe_gradients_are_each_terms_own(tmp_path):
     parts = sum(grads[name] for name in ("clsd_same", "clsd_cross", "ald_f", "ald_a"))
     assert float((grads["distill"] - parts).norm() / parts.norm()) < 1e-5  # float32 summation order only
     assert grads["alpha"].abs().sum() > 0 and not torch.allclose(grads["alpha"], grads["distill"])
+
+
+def test_parallel_fit_counts_a_wave_by_its_shared_work_or_its_slowest_run():
+    """A wave of side-by-side processes takes N times the larger of (the wave's step times summed
+    over CONCURRENCY) and the slowest run's own step: the device shares work, a run cannot go
+    faster than alone. Its evaluations share the device too; start-up and the first step once."""
+    from ppid.reproduce.plan import RECALIBRATION_IMAGES, make_plan
+    from ppid.reproduce.probe import cost_key
+
+    fit = load_script(ROOT / "experiments" / "parallel_fit.py")
+    runs, settings, _ = make_plan((1,), ("indexnet",), (0, 1), "smoke")
+    teacher, baseline0, ppid0 = runs[0], runs[1], runs[2]
+    steps = {cost_key(teacher): (2.0, 0.04), cost_key(baseline0): (1.0, 0.03), cost_key(ppid0): (3.0, 0.06)}
+    evals = {"indexnet": 0.01}
+    images = settings["n_test"] * settings["test_per_fg"]
+    validations = -(-100 // settings["val_every"])
+    eval_teacher = (validations * settings["n_val"] + images) * 0.01
+    eval_student = eval_teacher + (images + RECALIBRATION_IMAGES) * 0.01
+    wave = [teacher, baseline0, runs[3]]  # teacher + two baselines: shared work bounds
+    expected = 10 + 2.0 + 100 * (0.04 + 2 * 0.03) / 2 + (eval_teacher + 2 * eval_student) / 2
+    assert fit.wave_seconds(wave, 100, settings, steps, evals, 2.0, 10) == pytest.approx(expected)
+    # one run alone, at a concurrency above one, still takes its own step time
+    alone = 10 + 3.0 + 100 * 0.06 + eval_student / 4
+    assert fit.wave_seconds([ppid0], 100, settings, steps, evals, 4.0, 10) == pytest.approx(alone)
