@@ -360,6 +360,7 @@ def test_report_gives_ppids_gain_per_teacher_and_over_teachers(tmp_path):
     # teacher 0: PPID - baseline, all = [-2.5, -1.5, -3.5]; teacher 1: [0, +1, -1]
     assert block["teachers"][0]["paired"]["all"]["diffs"] == [-2.5, -1.5, -3.5]
     assert block["teachers"][1]["paired"]["all"]["diffs"] == [0.0, 1.0, -1.0]
+    assert block["teachers"][1]["paired_transition"]["diffs"] == [0.0, 1.0, -1.0]  # the fixture's regions agree
     assert block["teachers"][1]["gap_closed"] == pytest.approx(0.0)  # baseline mean 8.5, PPID 8.5, teacher 2
     over = block["over_teachers"]
     assert over["mean"] == pytest.approx(-1.25) and over["std"] == pytest.approx(2.5 / 2 ** 0.5)
@@ -376,7 +377,7 @@ def test_report_gives_ppids_gain_per_teacher_and_over_teachers(tmp_path):
     (tmp_path / "runs/indexnet/ppid-teacher1/seed2" / RESULT).unlink()
     write_report(tmp_path, planned, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke", teacher_seeds=(0, 1))
     md = (tmp_path / "tables.md").read_text()
-    assert "| 1 | 2.00 | - | - |" in md and "pairs won" not in md
+    assert "| 1 | 2.00 | - | - | - | - | - | - |" in md and "pairs won" not in md
     # one teacher only: no section
     assert "teacher_seeds" not in write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
 

@@ -256,7 +256,8 @@ def summarise_gamma_tests(root, runs, results, seeds):
 def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
     """Table 1's PPID gain per teacher seed and over teachers (teachers.py), per family with more
     than one teacher result. Per teacher: its whole-image SAD, its PPID students' SAD over the
-    student seeds, the seed-paired PPID - baseline differences and the gap closed. Over teachers:
+    student seeds, the seed-paired PPID - baseline differences (whole image per group, and the
+    transition region) and the gap closed. Over teachers:
     the mean of the teachers' mean differences, their spread and 95% interval over the teachers
     (the teacher is then the unit: students of one teacher are not independent draws), and the
     teacher x student pairs won."""
@@ -268,7 +269,8 @@ def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
             teacher, variant = healthy.get((family, "teacher", t)), ppid_variant(t)
             if teacher is None:
                 continue
-            paired = paired_differences([variant], "baseline", "whole", family, healthy, seeds).get(f"{variant} - baseline", {})
+            paired, transition = (paired_differences([variant], "baseline", region, family, healthy, seeds).get(f"{variant} - baseline", {})
+                                  for region in ("whole", "transition"))
             both = [s for s in seeds if (family, "baseline", s) in healthy and (family, variant, s) in healthy]
             b = [_metric(healthy[(family, "baseline", s)], "whole", "all", "sad") for s in both]
             p = [_metric(healthy[(family, variant, s)], "whole", "all", "sad") for s in both]
@@ -278,6 +280,7 @@ def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
                 "ppid_sad": _stats([_metric(healthy[(family, variant, s)], "whole", "all", "sad")
                                     for s in seeds if (family, variant, s) in healthy]),
                 "paired": paired,
+                "paired_transition": transition.get("all"),
                 "gap_closed": gap_closed(statistics.fmean(b), statistics.fmean(p), t_sad) if both else None,
             }
         if len(per_teacher) < 2:
@@ -300,10 +303,11 @@ def teacher_seeds_markdown(block):
              "the interval is over the teachers' mean differences (src/ppid/reproduce/teachers.py).", ""]
     for family, fam in block.items():
         lines += [f"### {family}", "", "| teacher seed | teacher SAD | PPID SAD (seeds) | PPID - baseline, all | "
-                  "transparent | non-transparent | gap closed |", "|---|---|---|---|---|---|---|"]
+                  "transparent | non-transparent | transition region, all | gap closed |", "|---|---|---|---|---|---|---|---|"]
         for t, row in fam["teachers"].items():
             ppid = "-" if row["ppid_sad"] is None else f"{_fmt(row['ppid_sad'], 'sad')} ({row['ppid_sad']['n']})"
             cells = [paired_text(row["paired"][g]) if g in row["paired"] else "-" for g in ("all", *GROUPS[:-1])]
+            cells.append(paired_text(row["paired_transition"]) if row["paired_transition"] else "-")
             gap = "-" if row["gap_closed"] is None else f"{100 * row['gap_closed']:.0f}%"
             lines.append(f"| {t} | {row['teacher_sad']['all']:.2f} | {ppid} | " + " | ".join(cells) + f" | {gap} |")
         over = fam["over_teachers"]
