@@ -7,11 +7,14 @@
 # which the two waves fit in the time left after the data, from the plan's timing probe on this
 # machine (experiments/parallel_fit.py, with CONCURRENCY, default 2). TEACHER_SEEDS (default 0)
 # adds teachers and their PPID students (`--teacher-seeds`); DEVICE overrides the budget's device
-# (cpu_small's schedule on a GPU: BUDGET=cpu_small DEVICE=cuda). Whatever finished is packed (no
+# (cpu_small's schedule on a GPU: BUDGET=cpu_small DEVICE=cuda); ONE_STUDENT=1 gives teacher T only
+# the PPID student of seed SEEDS[T mod len(SEEDS)] (a grid of teachers: docs/results.md). The run
+# list and the iterations both come from experiments/parallel_fit.py. Whatever finished is packed (no
 # weights, no data) into $OUT/reproduce.tar.gz with each process's log, even when LIMIT_S cuts
 # the students short.
 #   OUT=/path LIMIT_S=540 bash experiments/gpu_table1_parallel.sh indexnet 0
 #   OUT=/path LIMIT_S=540 BUDGET=cpu_small DEVICE=cuda TEACHER_SEEDS=0,1,2 bash experiments/gpu_table1_parallel.sh indexnet 0,1
+#   OUT=/path LIMIT_S=550 BUDGET=cpu_small DEVICE=cuda TEACHER_SEEDS=0,1,2,3,4,5 ONE_STUDENT=1 bash experiments/gpu_table1_parallel.sh indexnet 0,1,2
 set -uo pipefail
 family=${1:?family}; seeds=${2:?seeds, e.g. 0,1,2}
 py=${PY:-python3}
@@ -25,9 +28,10 @@ args=(--budget "$budget" --tables 1 --families "$family" --seeds "$seeds" --teac
 { nvidia-smi -L; "$py" -c "import torch; print('torch', torch.__version__)"; } > "$OUT/env.txt" 2>&1
 "$py" -m ppid reproduce "${args[@]}" --max-runs 0 >> "$OUT/session.log" 2>&1  # the data, before the clock is read
 echo "data ready at ${SECONDS}s" >> "$OUT/session.log"
+fit_args=(--family "$family" --seeds "$seeds" --teacher-seeds "$teacher_seeds" --budget "$budget" ${DEVICE:+--device "$DEVICE"})
+[ -n "${ONE_STUDENT:-}" ] && fit_args+=(--one-student)
 iterations=${ITERATIONS:-$("$py" experiments/parallel_fit.py --seconds $((deadline - SECONDS - ${MARGIN_S:-60})) \
-  --family "$family" --seeds "$seeds" --teacher-seeds "$teacher_seeds" --budget "$budget" ${DEVICE:+--device "$DEVICE"} \
-  --concurrency "${CONCURRENCY:-2}" ${MAX_ITERATIONS:+--max-iterations "$MAX_ITERATIONS"} 2>> "$OUT/session.log")}
+  "${fit_args[@]}" --concurrency "${CONCURRENCY:-2}" ${MAX_ITERATIONS:+--max-iterations "$MAX_ITERATIONS"} 2>> "$OUT/session.log")}
 [ "${iterations:-0}" -gt 0 ] || { echo "no iteration count fits (see session.log)" | tee -a "$OUT/session.log"; exit 1; }
 args+=(--iterations "$iterations")
 
@@ -35,15 +39,10 @@ args+=(--iterations "$iterations")
 quiet() { tr '\r' '\n' | grep --line-buffered -v -E 'it/s|s/it|img/s'; }
 
 echo "$iterations iterations" | tee -a "$OUT/session.log"
-runs=()
-for t in ${teacher_seeds//,/ }; do runs+=("teacher/seed$t"); done
-for seed in ${seeds//,/ }; do runs+=("baseline/seed$seed"); done
-for t in ${teacher_seeds//,/ }; do
-  for seed in ${seeds//,/ }; do runs+=("$([ "$t" = 0 ] && echo ppid || echo "ppid-teacher$t")/seed$seed"); done
-done
+mapfile -t runs < <("$py" experiments/parallel_fit.py --list "${fit_args[@]}")
 for run in "${runs[@]}"; do
-  ( timeout $((deadline - SECONDS)) "$py" -m ppid reproduce "${args[@]}" --only "runs/$family/$run" 2>&1 \
-      | quiet > "$work/logs/${run//\//_}.log"
+  ( timeout $((deadline - SECONDS)) "$py" -m ppid reproduce "${args[@]}" --only "$run" 2>&1 \
+      | quiet > "$work/logs/$(echo "${run#runs/*/}" | tr / _).log"
     echo "$run ended at ${SECONDS}s" | tee -a "$OUT/session.log" ) &
 done
 wait

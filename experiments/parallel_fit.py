@@ -19,7 +19,7 @@ import sys
 
 from ppid.reproduce.plan import RECALIBRATION_IMAGES, make_plan
 from ppid.reproduce.probe import cost_key, estimate
-from ppid.reproduce.teachers import with_teacher_seeds
+from ppid.reproduce.teachers import one_student_per_teacher, with_teacher_seeds
 
 
 def wave_seconds(runs, iterations, settings, step_cost, eval_cost, concurrency, start_up):
@@ -36,7 +36,7 @@ def wave_seconds(runs, iterations, settings, step_cost, eval_cost, concurrency, 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, required=True, help="time for both waves")
+    p.add_argument("--seconds", type=float, help="time for both waves (required unless --list)")
     p.add_argument("--family", required=True)
     p.add_argument("--seeds", default="0")
     p.add_argument("--teacher-seeds", default="0")
@@ -47,14 +47,24 @@ def main(argv=None):
     p.add_argument("--start-up", type=float, default=45.0,
                    help="seconds a fresh process takes to its first step (CUDA, cuDNN; 45 s on the H100, session 10)")
     p.add_argument("--max-iterations", type=int, help="at most this many (default: the budget's)")
+    p.add_argument("--one-student", action="store_true",
+                   help="teacher T distils only student seed SEEDS[T %% len(SEEDS)] (more teachers, not more students)")
+    p.add_argument("--list", action="store_true", help="print the runs' folders, first wave first, and exit")
     args = p.parse_args(argv)
+    if args.seconds is None and not args.list:
+        p.error("--seconds is required (unless --list)")
     seeds = [int(s) for s in args.seeds.split(",")]
     teacher_seeds = [int(s) for s in args.teacher_seeds.split(",")]
     runs, settings, data = make_plan((1,), (args.family,), seeds, args.budget, None, 2, args.device)
     runs = with_teacher_seeds(runs, settings, data, teacher_seeds)
-    _, step_cost, eval_cost = estimate(runs, settings, log=lambda m: print(m, file=sys.stderr))
+    if args.one_student:
+        runs = one_student_per_teacher(runs, seeds)
     first_wave = [r for r in runs if r.kind != "ppid"]
     second_wave = [r for r in runs if r.kind == "ppid"]
+    if args.list:
+        print("\n".join(r.folder for r in first_wave + second_wave))
+        return
+    _, step_cost, eval_cost = estimate(runs, settings, log=lambda m: print(m, file=sys.stderr))
     best, most = 0, args.max_iterations or settings["iterations"]
     for n in sorted(set(range(50, most + 1, 50)) | {most}):
         total = sum(wave_seconds(wave, n, settings, step_cost, eval_cost, args.concurrency, args.start_up)

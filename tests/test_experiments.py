@@ -75,3 +75,17 @@ def test_parallel_fit_counts_a_wave_by_its_shared_work_or_its_slowest_run():
     # one run alone, at a concurrency above one, still takes its own step time
     alone = 10 + 3.0 + 100 * 0.06 + eval_student / 4
     assert fit.wave_seconds([ppid0], 100, settings, steps, evals, 4.0, 10) == pytest.approx(alone)
+
+
+def test_parallel_fit_lists_the_commands_runs_first_wave_first(capsys):
+    """gpu_table1_parallel.sh launches exactly the runs parallel_fit sizes: `--list` prints them,
+    teachers and baselines before the PPID students, one student per teacher with --one-student."""
+    fit = load_script(ROOT / "experiments" / "parallel_fit.py")
+    fit.main(["--list", "--family", "indexnet", "--seeds", "0,1", "--teacher-seeds", "0,1,2", "--budget", "smoke",
+              "--one-student"])
+    assert capsys.readouterr().out.split() == [
+        "runs/indexnet/teacher/seed0", "runs/indexnet/baseline/seed0", "runs/indexnet/baseline/seed1",
+        "runs/indexnet/teacher/seed1", "runs/indexnet/teacher/seed2",
+        "runs/indexnet/ppid/seed0", "runs/indexnet/ppid-teacher1/seed1", "runs/indexnet/ppid-teacher2/seed0"]
+    with pytest.raises(SystemExit):
+        fit.main(["--family", "indexnet"])  # sizing needs --seconds

@@ -345,6 +345,23 @@ def test_teacher_seeds_add_teachers_and_their_ppid_students_without_moving_the_p
     assert with_teacher_seeds(runs, settings, data, (0,)) == runs
 
 
+def test_one_student_per_teacher_rotates_the_student_seed_and_keeps_every_other_run():
+    """A grid of teachers (experiments/gpu_table1_parallel.sh ONE_STUDENT=1): teacher T keeps only
+    the Table 1 PPID student of seed SEEDS[T mod len(SEEDS)], so the teachers share every
+    baseline; teachers, baselines and the ablation rows stay."""
+    from ppid.reproduce.teachers import one_student_per_teacher, with_teacher_seeds
+
+    runs, settings, data = make_plan((1, 3), ("indexnet",), (0, 1, 2), "smoke")
+    planned = with_teacher_seeds(runs, settings, data, (0, 1, 2, 3))
+    dropped = {"indexnet/ppid/1", "indexnet/ppid/2", "indexnet/ppid-teacher1/0", "indexnet/ppid-teacher1/2",
+               "indexnet/ppid-teacher2/0", "indexnet/ppid-teacher2/1", "indexnet/ppid-teacher3/1", "indexnet/ppid-teacher3/2"}
+    assert _names(one_student_per_teacher(planned, (0, 1, 2))) == [n for n in _names(planned) if n not in dropped]
+    # the rotation runs over the seeds as listed, not over their values
+    runs, settings, data = make_plan((1,), ("indexnet",), (1, 2), "smoke")
+    kept = one_student_per_teacher(with_teacher_seeds(runs, settings, data, (0, 1)), (1, 2))
+    assert [n for n in _names(kept) if "/ppid" in n] == ["indexnet/ppid/1", "indexnet/ppid-teacher1/2"]
+
+
 def test_report_gives_ppids_gain_per_teacher_and_over_teachers(tmp_path):
     from ppid.reproduce.teachers import with_teacher_seeds
 
