@@ -392,8 +392,9 @@ def _retrain(run, root, log):
     """Train a finished run again for its weights, and keep its committed record: that record
     describes the weights the earlier students learned from. Each retrain adds a line to the run's
     retrains.jsonl: its weights checksum, its test result, and whether it reproduces the record
-    (same selected step, same test results; training is deterministic on one kind of CPU, but
-    other CPUs take other kernels and precisions). Students name the weights they learned from
+    (same selected step, same test results; training is deterministic on one machine, but another
+    machine, even of the same kind, sums in another order: results/retrain_determinism/). Students
+    name the weights they learned from
     (`teacher_sha256`)."""
     folder = root / run.folder
     # The record waits beside the locks while training rewrites the folder, so that a retrain
