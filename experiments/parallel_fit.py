@@ -58,7 +58,7 @@ def main(argv=None):
     runs, settings, data = make_plan((1,), (args.family,), seeds, args.budget, None, 2, args.device)
     runs = with_teacher_seeds(runs, settings, data, teacher_seeds)
     if args.one_student:
-        runs = one_student_per_teacher(runs, seeds)
+        runs = one_student_per_teacher(runs, seeds, teacher_seeds)
     first_wave = [r for r in runs if r.kind != "ppid"]
     second_wave = [r for r in runs if r.kind == "ppid"]
     if args.list:

@@ -355,10 +355,10 @@ def test_one_student_per_teacher_rotates_the_student_seed_and_keeps_every_other_
     planned = with_teacher_seeds(runs, settings, data, (0, 1, 2, 3))
     dropped = {"indexnet/ppid/1", "indexnet/ppid/2", "indexnet/ppid-teacher1/0", "indexnet/ppid-teacher1/2",
                "indexnet/ppid-teacher2/0", "indexnet/ppid-teacher2/1", "indexnet/ppid-teacher3/1", "indexnet/ppid-teacher3/2"}
-    assert _names(one_student_per_teacher(planned, (0, 1, 2))) == [n for n in _names(planned) if n not in dropped]
+    assert _names(one_student_per_teacher(planned, (0, 1, 2), (0, 1, 2, 3))) == [n for n in _names(planned) if n not in dropped]
     # the rotation runs over the seeds as listed, not over their values
     runs, settings, data = make_plan((1,), ("indexnet",), (1, 2), "smoke")
-    kept = one_student_per_teacher(with_teacher_seeds(runs, settings, data, (0, 1)), (1, 2))
+    kept = one_student_per_teacher(with_teacher_seeds(runs, settings, data, (0, 1)), (1, 2), (0, 1))
     assert [n for n in _names(kept) if "/ppid" in n] == ["indexnet/ppid/1", "indexnet/ppid-teacher1/2"]
 
 

@@ -394,8 +394,7 @@ def _retrain(run, root, log):
     retrains.jsonl: its weights checksum, its test result, and whether it reproduces the record
     (same selected step, same test results; training is deterministic on one machine, but another
     machine, even of the same kind, sums in another order: results/retrain_determinism/). Students
-    name the weights they learned from
-    (`teacher_sha256`)."""
+    name the weights they learned from (`teacher_sha256`)."""
     folder = root / run.folder
     # The record waits beside the locks while training rewrites the folder, so that a retrain
     # interrupted and resumed on this machine still knows it (and the report still shows it).

@@ -24,20 +24,14 @@ def ppid_variant(teacher_seed):
     return "ppid" if teacher_seed == 0 else f"{PREFIX}{teacher_seed}"
 
 
-def one_student_per_teacher(runs, seeds):
+def one_student_per_teacher(runs, seeds, teacher_seeds):
     """Of the Table 1 PPID students, keep for teacher T only student seed seeds[T % len(seeds)]:
     with the teacher as the unit, another teacher narrows the mean gain more than another student
     of the same teacher does (docs/results.md, "What the next runs should be"), and rotating the
     seed pairs the teachers with every baseline."""
-    def teacher_seed(variant):
-        return 0 if variant == "ppid" else int(variant[len(PREFIX):])
-
-    def kept(run):
-        if run.variant != "ppid" and not run.variant.startswith(PREFIX):
-            return True
-        t = teacher_seed(run.variant)
-        return run.seed == seeds[t % len(seeds)]
-    return [r for r in runs if kept(r)]
+    students = {ppid_variant(t) for t in teacher_seeds}
+    kept = {(ppid_variant(t), seeds[t % len(seeds)]) for t in teacher_seeds}
+    return [r for r in runs if r.variant not in students or (r.variant, r.seed) in kept]
 
 
 def teacher_seed_runs(runs, settings, data, teacher_seeds):
