@@ -16,6 +16,17 @@ def random_batch(n=2, h=64, w=64, seed=0):
     return image, trimap
 
 
+def save_weights(state, path):
+    """A state dict written as the file a user would hand over: torch's .pth or a .safetensors."""
+    if path.suffix == ".pth":
+        torch.save(state, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    return path
+
+
 def load_script(path):
     """A script of the repository (benchmarks/, experiments/) loaded as a module, without running
     its main. A script that imports its neighbours needs its folder on sys.path first."""

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import random_batch
+from helpers import random_batch, save_weights
 from ppid import PpidError
 from ppid.models import PAPER_PARAMS, build, count_parameters
 
@@ -78,13 +78,7 @@ def torchvision_state(in_channels=3, seed=0):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_loads_torchvision_vgg16_bn_weights(tmp_path, suffix):
     state = torchvision_state()
-    path = tmp_path / f"vgg16_bn{suffix}"
-    if suffix == ".pth":
-        torch.save(state, path)
-    else:
-        from safetensors.torch import save_file
-
-        save_file(state, str(path))
+    path = save_weights(state, tmp_path / f"vgg16_bn{suffix}")
     model = build("dim", "teacher", backbone_weights=path)
     own = model.encoder.state_dict()
     w = own["features.0.weight"]

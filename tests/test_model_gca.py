@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import save_weights
 from ppid import PpidError
 from ppid.models import PAPER_PARAMS, build, count_parameters, load_model, save_model
 from ppid.models.gca import GuidedContextualAttention
@@ -179,13 +180,7 @@ def torchvision_resnet34_state(seed=0):
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_load_torchvision_backbone(tmp_path, suffix):
     state = torchvision_resnet34_state()
-    path = tmp_path / f"resnet34{suffix}"
-    if suffix == ".pth":
-        torch.save(state, path)
-    else:
-        from safetensors.torch import save_file
-
-        save_file(state, str(path))
+    path = save_weights(state, tmp_path / f"resnet34{suffix}")
     torch.manual_seed(0)
     model = build("gca", "teacher")
     stem_before = model.encoder.stem[0].parametrizations.weight.original.clone()

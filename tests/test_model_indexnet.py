@@ -4,7 +4,7 @@ loading, index-block semantics."""
 import pytest
 import torch
 
-from helpers import random_batch
+from helpers import random_batch, save_weights
 from ppid import PpidError
 from ppid.models import PAPER_PARAMS, build, count_parameters
 from ppid.models.indexnet import IndexBlock
@@ -122,20 +122,10 @@ def torchvision_state(head=True, seed=0):
     return state
 
 
-def save(state, path):
-    if path.suffix == ".pth":
-        torch.save(state, path)
-    else:
-        from safetensors.torch import save_file
-
-        save_file(state, str(path))
-    return path
-
-
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_loads_torchvision_mobilenet_v2_features(tmp_path, suffix):
     state = torchvision_state(head=False)
-    path = save(state, tmp_path / f"mobilenet_v2{suffix}")
+    path = save_weights(state, tmp_path / f"mobilenet_v2{suffix}")
     model = build("indexnet", "teacher", backbone_weights=path)
     own = model.encoder.state_dict()
     w = own["features.0.0.weight"]
@@ -151,14 +141,14 @@ def test_loads_torchvision_mobilenet_v2_features(tmp_path, suffix):
 
 def test_loads_a_whole_torchvision_checkpoint(tmp_path):
     state = torchvision_state(head=True)
-    model = build("indexnet", "student", backbone_weights=save(state, tmp_path / "mobilenet_v2.pth"))
+    model = build("indexnet", "student", backbone_weights=save_weights(state, tmp_path / "mobilenet_v2.pth"))
     assert torch.equal(model.encoder.features[17].conv[2].weight, state["features.17.conv.2.weight"])
 
 
 def test_backbone_file_with_a_missing_key_is_a_clear_error(tmp_path):
     state = torchvision_state(head=False)
     del state["features.13.conv.1.0.weight"]
-    path = save(state, tmp_path / "mobilenet_v2.pth")
+    path = save_weights(state, tmp_path / "mobilenet_v2.pth")
     with pytest.raises(PpidError, match=r"mobilenet_v2\.pth.*missing.*features\.13\.conv\.1\.0\.weight"):
         build("indexnet", "student", backbone_weights=path)
 
