@@ -140,6 +140,11 @@ def test_predictor_accepts_pil_numpy_and_tensors(weights):
     np.testing.assert_allclose(p.predict(Image.fromarray(photo)), ref, atol=1e-6)
     np.testing.assert_allclose(p.predict(photo / 255.0), ref, atol=1e-5)
     np.testing.assert_allclose(p.predict(torch.from_numpy(photo).permute(2, 0, 1) / 255.0), ref, atol=1e-5)
+    # 16-bit and float grey PIL images keep their scale (PIL's convert("RGB") would saturate them)
+    grey16 = np.linspace(0, 65535, 37 * 51).reshape(37, 51).astype(np.uint16)
+    np.testing.assert_allclose(p.predict(Image.fromarray(grey16)), p.predict(grey16), atol=1e-6)
+    grey = grey16.astype(np.float32) / 65535
+    np.testing.assert_allclose(p.predict(Image.fromarray(grey)), p.predict(grey), atol=1e-6)
 
     rgba = p.cutout(photo)
     assert rgba.shape == (37, 51, 4) and rgba.dtype == np.float32

@@ -41,6 +41,11 @@ def _open(path):
             img.load()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageReadError(f"{path}: cannot read image ({err.__class__.__name__}: {err})") from None
+    return exif_upright(img)
+
+
+def exif_upright(img):
+    """The PIL image turned as its EXIF orientation says (phone photos are stored on their side)."""
     try:
         return ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose the pixels
@@ -73,12 +78,17 @@ def read_image(path, warn_alpha=True):
     RGBA/LA inputs lose their alpha (with a warning), grayscale and palette images become RGB,
     16-bit images keep their precision.
     """
-    img = _open(path)
+    return pil_to_rgb(_open(path), path, warn_alpha)
+
+
+def pil_to_rgb(img, name="image", warn_alpha=True):
+    """A PIL image (already upright) as float32 HxWx3 RGB in [0, 1]; 16-bit and float greys keep
+    their scale (PIL's own convert("RGB") saturates them to white or rounds them to black)."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         if warn_alpha:
-            warnings.warn(f"{path}: has an alpha channel; it is ignored", stacklevel=2)
+            warnings.warn(f"{name}: has an alpha channel; it is ignored", stacklevel=3)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        grey = _to_float(img, path)
+        grey = _to_float(img, name)
         return np.repeat(grey[:, :, None], 3, axis=2)
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 

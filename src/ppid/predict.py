@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from . import PpidError
 from .data.compose import composite as compose
 from .foreground import estimate_foreground
-from .io import IMAGE_EXTENSIONS, list_images, read_image, read_trimap, snap_trimap, write_image
+from .io import IMAGE_EXTENSIONS, exif_upright, list_images, pil_to_rgb, read_image, read_trimap, snap_trimap, write_image
 from .models.common import STRIDE, clamp_to_trimap
 from .refine import AUTO_SCALE, HIGH, LOW, WIDTH, check_refiner, parse_rule
 from .refine import refine as refine_alpha
@@ -65,9 +65,7 @@ def to_rgb_array(image, name="image"):
             raise PpidError(f"{name}: tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}")
         image = t.permute(1, 2, 0).numpy()
     elif not isinstance(image, np.ndarray):  # PIL
-        from PIL import ImageOps
-
-        image = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        return pil_to_rgb(exif_upright(image), name)
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
