@@ -362,6 +362,19 @@ def test_one_student_per_teacher_rotates_the_student_seed_and_keeps_every_other_
     assert [n for n in _names(kept) if "/ppid" in n] == ["indexnet/ppid/1", "indexnet/ppid-teacher1/2"]
 
 
+def test_variance_components_split_a_teachers_spread_from_its_students():
+    from ppid.reproduce.report import variance_components
+
+    # teacher means 2 and 5 (variance 4.5); within: only the first teacher has two pairs (1 and 3)
+    parts = variance_components([[1.0, 3.0], [5.0]])
+    assert parts["within_std"] == pytest.approx(2 ** 0.5) and parts["within_df"] == 1
+    assert parts["between_std"] == pytest.approx((4.5 - 2 * (1 / 2 + 1) / 2) ** 0.5)
+    # one pair per teacher: nothing tells the two apart
+    assert variance_components([[1.0], [2.0]]) == {"within_std": None, "between_std": None, "within_df": 0}
+    # students spread more than their teachers' means: the teachers' part is floored at 0
+    assert variance_components([[0.0, 4.0], [1.0, 3.0]])["between_std"] == 0.0
+
+
 def test_report_gives_ppids_gain_per_teacher_and_over_teachers(tmp_path):
     from ppid.reproduce.teachers import with_teacher_seeds
 
@@ -382,11 +395,14 @@ def test_report_gives_ppids_gain_per_teacher_and_over_teachers(tmp_path):
     over = block["over_teachers"]
     assert over["mean"] == pytest.approx(-1.25) and over["std"] == pytest.approx(2.5 / 2 ** 0.5)
     assert over["teachers"] == 2 and (over["pairs_won"], over["pairs"]) == (4, 6)
+    # within a teacher both sets of pairs spread by 1; the means' variance 3.125 less 1 x 1/3 is the teachers'
+    assert over["within_std"] == pytest.approx(1.0) and over["within_df"] == 4
+    assert over["between_std"] == pytest.approx((3.125 - 1 / 3) ** 0.5)
     assert doc["protocol"]["teacher_seeds"] == [0, 1]
     # Table 1 itself keeps the plan's teacher: its rows and pairs are teacher seed 0's
     assert doc["tables"]["1"]["families"]["indexnet"]["paired"]["ppid - baseline"]["all"]["diffs"] == [-2.5, -1.5, -3.5]
     md = (tmp_path / "tables.md").read_text()
-    assert "## Table 1 over teacher seeds" in md and "pairs won 4/6" in md
+    assert "## Table 1 over teacher seeds" in md and "pairs won 4/6. Spread of a pair's difference within a teacher 1.00 (4 df), of the teachers' own gains 1.67" in md
     assert "| 1 | 2.00 | 8.50 ± 0.87 (3) | +0.00 (wins 1/3, 95% CI" in md
     # a second teacher without students yet: its row, but no line over teachers
     (tmp_path / "runs/indexnet/ppid-teacher1/seed0" / RESULT).unlink()

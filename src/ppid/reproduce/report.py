@@ -182,6 +182,24 @@ def mean_ci95(values):
     return [mean - half, mean + half]
 
 
+def variance_components(groups):
+    """How much of the spread of paired differences is the teacher's (one-way random effects,
+    method of moments): `groups` holds each teacher's paired differences. Within: the standard
+    deviation pooled over the teachers with two or more pairs. Between: the teachers' own spread,
+    sqrt(var(teacher means) - within^2 * mean(1 / pairs)), floored at 0. None where a part is
+    undefined (no teacher with two pairs; fewer than two teachers)."""
+    groups = [list(g) for g in groups if g]
+    df = sum(len(g) - 1 for g in groups)
+    within = None
+    if df > 0:
+        within = math.sqrt(sum((d - statistics.fmean(g)) ** 2 for g in groups for d in g) / df)
+    between = None
+    if within is not None and len(groups) > 1:
+        spread = statistics.variance([statistics.fmean(g) for g in groups])
+        between = math.sqrt(max(0.0, spread - within ** 2 * statistics.fmean([1 / len(g) for g in groups])))
+    return {"within_std": within, "between_std": between, "within_df": df}
+
+
 def paired_text(d):
     """One group's paired difference as the report writes it: mean, 95% interval, seeds won."""
     ci = "" if d.get("ci95") is None else f", 95% CI {d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f}"
@@ -286,12 +304,14 @@ def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
         if len(per_teacher) < 2:
             continue
         means = [v["paired"]["all"]["mean"] for v in per_teacher.values() if "all" in v["paired"]]
-        diffs = [d for v in per_teacher.values() if "all" in v["paired"] for d in v["paired"]["all"]["diffs"]]
+        groups = [v["paired"]["all"]["diffs"] for v in per_teacher.values() if "all" in v["paired"]]
+        diffs = [d for g in groups for d in g]
         out[family] = {"teachers": per_teacher, "over_teachers": {
             "mean": statistics.fmean(means) if means else None,
             "std": statistics.stdev(means) if len(means) > 1 else None,
             "ci95": mean_ci95(means), "teachers": len(means),
-            "pairs_won": sum(d < 0 for d in diffs), "pairs": len(diffs)}}
+            "pairs_won": sum(d < 0 for d in diffs), "pairs": len(diffs),
+            **variance_components(groups)}}
     return out
 
 
@@ -315,8 +335,13 @@ def teacher_seeds_markdown(block):
             spread = "" if over["std"] is None else f", std over teachers {over['std']:.2f}"
             ci = "" if over["ci95"] is None else f", 95% CI {over['ci95'][0]:+.2f} to {over['ci95'][1]:+.2f}"
             lines.append("")
+            parts = ""
+            if over.get("between_std") is not None:
+                parts = (f" Spread of a pair's difference within a teacher {over['within_std']:.2f} "
+                         f"({over['within_df']} df), of the teachers' own gains {over['between_std']:.2f} "
+                         "(variance components, method of moments).")
             lines.append(f"Over {over['teachers']} teachers: mean difference {over['mean']:+.2f}{spread}{ci}; "
-                         f"teacher x student pairs won {over['pairs_won']}/{over['pairs']}.")
+                         f"teacher x student pairs won {over['pairs_won']}/{over['pairs']}.{parts}")
         lines.append("")
     return lines
 
