@@ -336,7 +336,7 @@ def teacher_seeds_markdown(block):
             ci = "" if over["ci95"] is None else f", 95% CI {over['ci95'][0]:+.2f} to {over['ci95'][1]:+.2f}"
             lines.append("")
             parts = ""
-            if over.get("between_std") is not None:
+            if over["between_std"] is not None:
                 parts = (f" Spread of a pair's difference within a teacher {over['within_std']:.2f} "
                          f"({over['within_df']} df), of the teachers' own gains {over['between_std']:.2f} "
                          "(variance components, method of moments).")
