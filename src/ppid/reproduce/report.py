@@ -189,13 +189,14 @@ def variance_components(groups):
     sqrt(var(teacher means) - within^2 * mean(1 / pairs)), floored at 0. None where a part is
     undefined (no teacher with two pairs; fewer than two teachers)."""
     groups = [list(g) for g in groups if g]
+    means = [statistics.fmean(g) for g in groups]
     df = sum(len(g) - 1 for g in groups)
     within = None
     if df > 0:
-        within = math.sqrt(sum((d - statistics.fmean(g)) ** 2 for g in groups for d in g) / df)
+        within = math.sqrt(sum((d - m) ** 2 for g, m in zip(groups, means) for d in g) / df)
     between = None
     if within is not None and len(groups) > 1:
-        spread = statistics.variance([statistics.fmean(g) for g in groups])
+        spread = statistics.variance(means)
         between = math.sqrt(max(0.0, spread - within ** 2 * statistics.fmean([1 / len(g) for g in groups])))
     return {"within_std": within, "between_std": between, "within_df": df}
 
