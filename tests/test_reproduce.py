@@ -404,6 +404,17 @@ def test_report_gives_ppids_gain_per_teacher_and_over_teachers(tmp_path):
     md = (tmp_path / "tables.md").read_text()
     assert "## Table 1 over teacher seeds" in md and "pairs won 4/6. Spread of a pair's difference within a teacher 1.00 (4 df), of the teachers' own gains 1.67" in md
     assert "| 1 | 2.00 | 8.50 ± 0.87 (3) | +0.00 (wins 1/3, 95% CI" in md
+    assert block["precision"] == {} and "Not like for like" not in md  # one precision: no line
+    # teacher 1's students trained in float32 beside bf16 baselines: the section says which pairs mix
+    for seed in (0, 1, 2):
+        path = tmp_path / f"runs/indexnet/ppid-teacher1/seed{seed}" / RESULT
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"precision": "float32"}))
+    block = write_report(tmp_path, planned, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke", teacher_seeds=(0, 1))["teacher_seeds"]["indexnet"]
+    assert block["precision"]["float32"] == [["ppid-teacher1", 0], ["ppid-teacher1", 1], ["ppid-teacher1", 2]]
+    assert len(block["precision"]["not recorded"]) == 6  # the baselines and teacher 0's students
+    md = (tmp_path / "tables.md").read_text()
+    assert "Not like for like" in md.split("## Table 1 over teacher seeds")[1]
+    assert "precision float32: ppid-teacher1 seeds 0, 1, 2" in md
     # a second teacher without students yet: its row, but no line over teachers
     (tmp_path / "runs/indexnet/ppid-teacher1/seed0" / RESULT).unlink()
     (tmp_path / "runs/indexnet/ppid-teacher1/seed1" / RESULT).unlink()

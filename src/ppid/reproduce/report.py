@@ -279,7 +279,8 @@ def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
     transition region) and the gap closed. Over teachers:
     the mean of the teachers' mean differences, their spread and 95% interval over the teachers
     (the teacher is then the unit: students of one teacher are not independent draws), and the
-    teacher x student pairs won."""
+    teacher x student pairs won. "precision": the runs per precision where the baselines and
+    students differ (a pair of two precisions is not like for like; the teachers differ by design)."""
     healthy = {k: r for k, r in results.items() if not collapsed(r)}
     out = {}
     for family in families:
@@ -307,7 +308,10 @@ def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
         means = [v["paired"]["all"]["mean"] for v in per_teacher.values() if "all" in v["paired"]]
         groups = [v["paired"]["all"]["diffs"] for v in per_teacher.values() if "all" in v["paired"]]
         diffs = [d for g in groups for d in g]
-        out[family] = {"teachers": per_teacher, "over_teachers": {
+        rows = {v: {"seeds": [s for s in seeds if (family, v, s) in healthy]}
+                for v in ("baseline", *(ppid_variant(t) for t in per_teacher))}
+        precision = _provenance(family, healthy, rows).get("precision", {})
+        out[family] = {"teachers": per_teacher, "precision": precision, "over_teachers": {
             "mean": statistics.fmean(means) if means else None,
             "std": statistics.stdev(means) if len(means) > 1 else None,
             "ci95": mean_ci95(means), "teachers": len(means),
@@ -343,6 +347,7 @@ def teacher_seeds_markdown(block):
                          "(variance components, method of moments).")
             lines.append(f"Over {over['teachers']} teachers: mean difference {over['mean']:+.2f}{spread}{ci}; "
                          f"teacher x student pairs won {over['pairs_won']}/{over['pairs']}.{parts}")
+        lines += ["", *provenance_markdown({"precision": fam["precision"]})] if fam["precision"] else []
         lines.append("")
     return lines
 
