@@ -89,3 +89,23 @@ def test_parallel_fit_lists_the_commands_runs_first_wave_first(capsys):
         "runs/indexnet/ppid/seed0", "runs/indexnet/ppid-teacher1/seed1", "runs/indexnet/ppid-teacher2/seed0"]
     with pytest.raises(SystemExit):
         fit.main(["--family", "indexnet"])  # sizing needs --seconds
+
+
+def test_precision_pairing_pairs_each_student_with_a_baseline_of_its_precision():
+    """experiments/precision_pairing.py: like for like, a float32 student takes the float32 control
+    baseline of its seed, a student of the plan baselines' precision keeps the plan's, and a pair
+    with no baseline of its precision is left out; the plan's pairing ignores precision."""
+    pairing = load_script(ROOT / "experiments" / "precision_pairing.py")
+    runs = {("baseline", 0): {"sad": 14.0, "precision": None}, ("baseline", 1): {"sad": 13.0, "precision": None},
+            ("ppid", 0): {"sad": 11.0, "precision": None},
+            ("ppid-teacher1", 0): {"sad": 13.5, "precision": "float32"},
+            ("ppid-teacher1", 1): {"sad": 12.0, "precision": "float32"},
+            ("ppid-teacher12", 0): {"sad": 15.0, "precision": "float32"},
+            ("noclsd", 0): {"sad": 9.0, "precision": None}}  # not a Table 1 PPID student
+    plan = pairing.pairs(runs, {})
+    assert {t: [p["d"] for p in ps] for t, ps in plan.items()} == {0: [-3.0], 1: [-0.5, -1.0], 12: [1.0]}
+    like = pairing.pairs(runs, {0: {"sad": 13.0, "precision": "float32"}})
+    assert {t: [p["d"] for p in ps] for t, ps in like.items()} == {0: [-3.0], 1: [0.5], 12: [2.0]}
+    assert like[1][0]["precision"] == ["float32", "float32"] and like[0][0]["precision"] == ["not recorded"] * 2
+    over = pairing.summarise(like)["over_teachers"]
+    assert over["mean"] == pytest.approx((-3.0 + 0.5 + 2.0) / 3) and (over["pairs_won"], over["pairs"]) == (1, 3)
