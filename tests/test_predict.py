@@ -110,6 +110,23 @@ def test_empty_folder_names_the_folder_and_what_was_looked_for(weights, tmp_path
     assert not (tmp_path / "o").exists()
 
 
+def test_folder_names_the_photos_of_types_it_skips(tmp_path, capsys):
+    """A phone folder: JPEGs beside HEIC photos and sidecar files. The JPEGs run; the HEIC photos
+    are named as skipped, the sidecars (not images) are passed over quietly."""
+    from ppid.predict import collect_inputs
+
+    Image.fromarray(_photo(8, 8)).save(tmp_path / "IMG_0001.jpg")
+    (tmp_path / "IMG_0002.HEIC").write_bytes(b"")
+    (tmp_path / "IMG_0003.heic").write_bytes(b"")
+    (tmp_path / "IMG_0001.aae").write_text("<plist/>")
+    assert collect_inputs([str(tmp_path)]) == [tmp_path / "IMG_0001.jpg"]
+    assert capsys.readouterr().err == (f"ppid predict: warning: {tmp_path}: skipping 2 image(s) of a type ppid "
+                                       "does not read (e.g. IMG_0002.HEIC); convert them to PNG or JPEG\n")
+    (tmp_path / "IMG_0002.HEIC").unlink(), (tmp_path / "IMG_0003.heic").unlink()
+    collect_inputs([str(tmp_path)])
+    assert capsys.readouterr().err == ""
+
+
 def test_teacher_needs_trimap_and_is_clamped(weights, tmp_path, capsys):
     photos, trimaps = tmp_path / "photos", tmp_path / "trimaps"
     photos.mkdir(), trimaps.mkdir()

@@ -271,6 +271,11 @@ def _numpy(t):
 
 
 # -- CLI ------------------------------------------------------------------------------------------
+# Image types a folder of photos may hold that ppid does not read (PIL cannot, or not fully): named
+# when a folder is searched, not passed over in silence.
+UNREAD_IMAGE_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".gif", ".psd", ".svg", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf")
+
+
 def collect_inputs(specs):
     """Files, folders (their images, not recursive) and glob patterns -> sorted unique paths.
 
@@ -283,6 +288,10 @@ def collect_inputs(specs):
             if not found:
                 raise PpidError(f"{p}: no images in this folder ({_describe_search(p)})")
             paths.extend(found.values())
+            unread = sorted(f.name for f in p.iterdir() if f.suffix.lower() in UNREAD_IMAGE_EXTENSIONS and f.is_file())
+            if unread:  # a phone's HEIC photos beside its JPEGs would otherwise vanish without a word
+                print(f"ppid predict: warning: {p}: skipping {len(unread)} image(s) of a type ppid does not read "
+                      f"(e.g. {unread[0]}); convert them to PNG or JPEG", file=sys.stderr)
         elif p.exists():
             paths.append(p)
         elif glob.has_magic(spec):
