@@ -9,7 +9,6 @@ student's haze better? Writes signal_probe_val.json beside this file; summarise_
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ppid.data.datasets import CompositeTestSet
