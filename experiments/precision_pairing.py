@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from ppid.io import command_line
-from ppid.reproduce.report import mean_ci95, variance_components
+from ppid.reproduce.report import collapsed, over_teachers
 
 STUDENT = re.compile(r"^ppid(?:-teacher(\d+))?$")  # teacher 0's students are the plan's "ppid" row
 
@@ -64,13 +64,9 @@ def load_runs(folder):
     runs = {}
     for path in sorted(folder.glob("*/seed*/result.json")):
         result = json.loads(path.read_text())
-        if "diverged" in result:
+        if "diverged" in result or collapsed(result):  # left out, as the report does
             continue
-        test = result["test"]
-        flat = test.get("flat_predictions", test.get("constant_predictions"))
-        if flat is not None and flat == test["count"]:
-            continue  # a dead alpha head: left out, as the report does
-        runs[(result["variant"], result["seed"])] = {"sad": whole_sad(test), "precision": result.get("precision")}
+        runs[(result["variant"], result["seed"])] = {"sad": whole_sad(result["test"]), "precision": result.get("precision")}
     return runs
 
 
@@ -101,13 +97,8 @@ def teacher_of(variant):
 
 def summarise(by_teacher):
     groups = [[p["d"] for p in ps] for ps in by_teacher.values()]
-    means = [statistics.fmean(g) for g in groups]
-    diffs = [d for g in groups for d in g]
     return {"teachers": {str(t): {"pairs": ps, "d": statistics.fmean(p["d"] for p in ps)} for t, ps in by_teacher.items()},
-            "over_teachers": {"mean": statistics.fmean(means) if means else None,
-                              "std": statistics.stdev(means) if len(means) > 1 else None,
-                              "ci95": mean_ci95(means), "teachers": len(means),
-                              "pairs_won": sum(d < 0 for d in diffs), "pairs": len(diffs), **variance_components(groups)}}
+            "over_teachers": over_teachers(groups)}
 
 
 def markdown(doc):

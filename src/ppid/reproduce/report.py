@@ -305,19 +305,25 @@ def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
             }
         if len(per_teacher) < 2:
             continue
-        means = [v["paired"]["all"]["mean"] for v in per_teacher.values() if "all" in v["paired"]]
         groups = [v["paired"]["all"]["diffs"] for v in per_teacher.values() if "all" in v["paired"]]
-        diffs = [d for g in groups for d in g]
         rows = {v: {"seeds": [s for s in seeds if (family, v, s) in healthy]}
                 for v in ("baseline", *(ppid_variant(t) for t in per_teacher))}
         precision = _provenance(family, healthy, rows).get("precision", {})
-        out[family] = {"teachers": per_teacher, "precision": precision, "over_teachers": {
-            "mean": statistics.fmean(means) if means else None,
+        out[family] = {"teachers": per_teacher, "precision": precision, "over_teachers": over_teachers(groups)}
+    return out
+
+
+def over_teachers(groups):
+    """PPID's gain over teachers, the teacher as the unit: `groups` holds each teacher's paired
+    differences. The mean of the teachers' means, their spread and 95% interval, the pairs won,
+    and the variance components."""
+    means = [statistics.fmean(g) for g in groups]
+    diffs = [d for g in groups for d in g]
+    return {"mean": statistics.fmean(means) if means else None,
             "std": statistics.stdev(means) if len(means) > 1 else None,
             "ci95": mean_ci95(means), "teachers": len(means),
             "pairs_won": sum(d < 0 for d in diffs), "pairs": len(diffs),
-            **variance_components(groups)}}
-    return out
+            **variance_components(groups)}
 
 
 def teacher_seeds_markdown(block):
