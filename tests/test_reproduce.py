@@ -404,6 +404,14 @@ def test_report_gives_ppids_gain_per_teacher_and_over_teachers(tmp_path):
     md = (tmp_path / "tables.md").read_text()
     assert "## Table 1 over teacher seeds" in md and "pairs won 4/6. Spread of a pair's difference within a teacher 1.00 (4 df), of the teachers' own gains 1.67" in md
     assert "| 1 | 2.00 | 8.50 ± 0.87 (3) | +0.00 (wins 1/3, 95% CI" in md
+    assert block["teachers"][1]["distill_ratio"] is None and md.count(" | - |\n") >= 2  # no logs: no strength
+    # with logs: each student's strength is its mean over the logged steps of the ratio_* terms' sum
+    for seed, ratios in ((0, (2.0, 4.0)), (1, (6.0, 6.0)), (2, (3.0, 5.0))):
+        log = [{"step": 50 * (i + 1), "ratio_clsd_same": 0.5, "ratio_clsd_cross": r - 0.5} for i, r in enumerate(ratios)]
+        (tmp_path / f"runs/indexnet/ppid-teacher1/seed{seed}/log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in log))
+    block = write_report(tmp_path, planned, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke", teacher_seeds=(0, 1))["teacher_seeds"]["indexnet"]
+    assert block["teachers"][1]["distill_ratio"]["values"] == pytest.approx([3.0, 6.0, 4.0])
+    assert block["teachers"][1]["gap_closed"] == pytest.approx(0.0) and " | 0% | 4.33 |" in (tmp_path / "tables.md").read_text()
     assert block["precision"] == {} and "Not like for like" not in md  # one precision: no line
     # teacher 1's students trained in float32 beside bf16 baselines: the section says which pairs mix
     for seed in (0, 1, 2):

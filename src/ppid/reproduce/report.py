@@ -272,16 +272,18 @@ def summarise_gamma_tests(root, runs, results, seeds):
     return out
 
 
-def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
+def summarise_teacher_seeds(root, runs, results, families, seeds, teacher_seeds):
     """Table 1's PPID gain per teacher seed and over teachers (teachers.py), per family with more
     than one teacher result. Per teacher: its whole-image SAD, its PPID students' SAD over the
-    student seeds, the seed-paired PPID - baseline differences (whole image per group, and the
-    transition region) and the gap closed. Over teachers:
+    student seeds, their distillation strength gamma L_distn / L_alpha from the logs (does a
+    teacher's gain follow how much its distillation weighs?), the seed-paired PPID - baseline
+    differences (whole image per group, and the transition region) and the gap closed. Over teachers:
     the mean of the teachers' mean differences, their spread and 95% interval over the teachers
     (the teacher is then the unit: students of one teacher are not independent draws), and the
     teacher x student pairs won. "precision": the runs per precision where the baselines and
     students differ (a pair of two precisions is not like for like; the teachers differ by design)."""
     healthy = {k: r for k, r in results.items() if not collapsed(r)}
+    folders = {(run.family, run.variant, run.seed): run.folder for run in runs}
     out = {}
     for family in families:
         per_teacher = {}
@@ -291,14 +293,15 @@ def summarise_teacher_seeds(results, families, seeds, teacher_seeds):
                 continue
             paired, transition = (paired_differences([variant], "baseline", region, family, healthy, seeds).get(f"{variant} - baseline", {})
                                   for region in ("whole", "transition"))
-            both = [s for s in seeds if (family, "baseline", s) in healthy and (family, variant, s) in healthy]
+            students = [s for s in seeds if (family, variant, s) in healthy]
+            both = [s for s in students if (family, "baseline", s) in healthy]
             b = [_metric(healthy[(family, "baseline", s)], "whole", "all", "sad") for s in both]
             p = [_metric(healthy[(family, variant, s)], "whole", "all", "sad") for s in both]
             t_sad = _metric(teacher, "whole", "all", "sad")
             per_teacher[t] = {
                 "teacher_sad": {g: _metric(teacher, "whole", g, "sad") for g in GROUPS},
-                "ppid_sad": _stats([_metric(healthy[(family, variant, s)], "whole", "all", "sad")
-                                    for s in seeds if (family, variant, s) in healthy]),
+                "ppid_sad": _stats([_metric(healthy[(family, variant, s)], "whole", "all", "sad") for s in students]),
+                "distill_ratio": _stats([distill_ratio(Path(root) / folders[(family, variant, s)]) for s in students]),
                 "paired": paired,
                 "paired_transition": transition.get("all"),
                 "gap_closed": gap_closed(statistics.fmean(b), statistics.fmean(p), t_sad) if both else None,
@@ -331,16 +334,19 @@ def teacher_seeds_markdown(block):
              "Each teacher seed is a teacher of the same family and config; its PPID students (one per student "
              "seed) are paired with the baseline of their seed. Whole-image SAD, all images unless named; "
              "difference = PPID - baseline (negative: PPID better). Over teachers, the teacher is the unit: "
-             "the interval is over the teachers' mean differences (src/ppid/reproduce/teachers.py).", ""]
+             "the interval is over the teachers' mean differences (src/ppid/reproduce/teachers.py). Strength: "
+             "gamma L_distn / L_alpha of the teacher's students, the mean over their logged steps.", ""]
     for family, fam in block.items():
         lines += [f"### {family}", "", "| teacher seed | teacher SAD | PPID SAD (seeds) | PPID - baseline, all | "
-                  "transparent | non-transparent | transition region, all | gap closed |", "|---|---|---|---|---|---|---|---|"]
+                  "transparent | non-transparent | transition region, all | gap closed | strength |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for t, row in fam["teachers"].items():
             ppid = "-" if row["ppid_sad"] is None else f"{_fmt(row['ppid_sad'], 'sad')} ({row['ppid_sad']['n']})"
             cells = [paired_text(row["paired"][g]) if g in row["paired"] else "-" for g in ("all", *GROUPS[:-1])]
             cells.append(paired_text(row["paired_transition"]) if row["paired_transition"] else "-")
             gap = "-" if row["gap_closed"] is None else f"{100 * row['gap_closed']:.0f}%"
-            lines.append(f"| {t} | {row['teacher_sad']['all']:.2f} | {ppid} | " + " | ".join(cells) + f" | {gap} |")
+            strength = "-" if row["distill_ratio"] is None else f"{row['distill_ratio']['mean']:.2f}"
+            lines.append(f"| {t} | {row['teacher_sad']['all']:.2f} | {ppid} | " + " | ".join(cells) + f" | {gap} | {strength} |")
         over = fam["over_teachers"]
         if over["teachers"] > 1:  # one teacher's pairs are that teacher's row above
             spread = "" if over["std"] is None else f", std over teachers {over['std']:.2f}"
@@ -567,7 +573,7 @@ def write_report(root, runs, settings, data, tables, families, seeds, budget, te
             chart = root / f"table{table}.png"
             bar_chart(block, table, chart)
             lines += [f"![{block['title']}](table{table}.png)", ""]
-    teachers = summarise_teacher_seeds(results, families, seeds, teacher_seeds)
+    teachers = summarise_teacher_seeds(root, runs, results, families, seeds, teacher_seeds)
     if teachers:
         doc["teacher_seeds"] = teachers
         lines += teacher_seeds_markdown(teachers)
