@@ -1,6 +1,7 @@
 """Where a model's whole-image SAD comes from: the share of it on true background (alpha <= 0.01),
-true foreground (alpha >= 0.99) and the pixels between, its mean prediction on true background, and
-the largest alpha it predicts (for a teacher: in the trimap's unknown band, before clamping).
+true foreground (alpha >= 0.99) and the pixels between, over the test set and per group, its mean
+prediction on true background, and the largest alpha it predicts (for a teacher: in the trimap's
+unknown band, before clamping).
 
 Written to diagnose IndexNet revision 1 (models/indexnet.py), whose head could not predict alpha
 above ~0.53 in flat regions; it reads any ppid model on a built test set.
@@ -40,26 +41,27 @@ BACKGROUND, FOREGROUND = 0.01, 0.99
 
 
 def error_split(model, testset):
-    sad = {"background": 0.0, "foreground": 0.0, "between": 0.0}
-    background_pred, largest = [], 0.0
-    for _, alpha, gt, trimap, _ in predict_testset(model, testset, torch.device("cpu")):
+    """Whole-image SAD and its shares on true background / foreground / between, over the test set
+    and per group, the mean prediction on true background, and the largest own alpha."""
+    sums, background_pred, largest = {}, {}, 0.0
+    for _, alpha, gt, trimap, group in predict_testset(model, testset, torch.device("cpu")):
         # a teacher's alpha is clamped to its trimap: its largest own value is in the unknown band
         own = alpha if model.role == "student" else alpha[trimap == 128]
         largest = max(largest, float(own.max())) if own.size else largest
         pred, gt = eight_bit(alpha), eight_bit(gt)
         error = np.abs(pred - gt) / 1000  # SAD units
         background, foreground = gt <= BACKGROUND, gt >= FOREGROUND
-        sad["background"] += error[background].sum()
-        sad["foreground"] += error[foreground].sum()
-        sad["between"] += error[~background & ~foreground].sum()
-        background_pred.append(pred[background].mean())
-    total = sum(sad.values())
-    return {
-        "sad": total / len(testset),
-        "share": {k: v / total for k, v in sad.items()},
-        "background_mean_prediction": float(np.mean(background_pred)),
-        "largest_alpha": largest,
-    }
+        parts = (error[background].sum(), error[foreground].sum(), error[~background & ~foreground].sum(), 1)
+        for g in (group, "all"):
+            sums[g] = sums.get(g, np.zeros(4)) + parts
+            background_pred.setdefault(g, []).append(pred[background].mean())
+    split = {}
+    for g, (bg, fg, between, n) in sums.items():
+        total = bg + fg + between
+        split[g] = {"sad": total / n, "sad_parts": {"background": bg / n, "foreground": fg / n, "between": between / n},
+                    "share": {"background": bg / total, "foreground": fg / total, "between": between / total},
+                    "background_mean_prediction": float(np.mean(background_pred[g]))}
+    return {**split.pop("all"), "largest_alpha": largest, "groups": split}
 
 
 def eight_bit(matte):
@@ -132,6 +134,9 @@ def main(argv=None):
         shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in row["share"].items())
         print(f"{label}: SAD {row['sad']:.2f} ({shares}); background mean {row['background_mean_prediction']:.3f}; "
               f"largest alpha {row['largest_alpha']:.3f}", flush=True)
+        for group, part in row["groups"].items():
+            print(f"  {group}: SAD {part['sad']:.2f} = " + " + ".join(f"{k} {v:.2f}" for k, v in part["sad_parts"].items()),
+                  flush=True)
     for path in args.refine_json:
         refine_doc, base = json.loads(path.read_text()), path.parent
         teacher = load_model(base / refine_doc["teacher"])

@@ -109,3 +109,26 @@ def test_precision_pairing_pairs_each_student_with_a_baseline_of_its_precision()
     assert like[1][0]["precision"] == ["float32", "float32"] and like[0][0]["precision"] == ["not recorded"] * 2
     over = pairing.summarise(like)["over_teachers"]
     assert over["mean"] == pytest.approx((-3.0 + 0.5 + 2.0) / 3) and (over["pairs_won"], over["pairs"]) == (1, 3)
+
+
+def test_error_split_sums_each_groups_error_by_true_region(monkeypatch):
+    """experiments/error_split.py: where a student's whole-image SAD lies (true background,
+    foreground, between), per group and over all images; the parts add up to the SAD."""
+    import numpy as np
+
+    split = load_script(ROOT / "experiments" / "error_split.py")
+    gt = np.array([[0.0, 0.0], [1.0, 0.5]])
+    rows = [("a", np.array([[0.2, 0.0], [1.0, 0.5]]), gt, None, "transparent"),        # 0.2 on background
+            ("b", np.array([[0.0, 0.0], [0.6, 0.1]]), gt, None, "non-transparent"),    # 0.4 foreground, 0.4 between
+            ("c", np.array([[0.0, 0.0], [1.0, 0.5]]), gt, None, "non-transparent")]    # no error
+    monkeypatch.setattr(split, "predict_testset", lambda model, testset, device: rows)
+    row = split.error_split(type("Student", (), {"role": "student"})(), testset=None)
+
+    eight = lambda v: round(v * 255) / 255 / 1000  # the benchmark's 8-bit matte, in SAD units
+    non = row["groups"]["non-transparent"]
+    assert non["sad_parts"]["foreground"] == pytest.approx(eight(0.4) / 2)
+    assert non["sad_parts"]["between"] == pytest.approx((eight(0.5) - eight(0.1)) / 2)
+    assert non["sad_parts"]["background"] == 0 and non["sad"] == pytest.approx(sum(non["sad_parts"].values()))
+    assert row["groups"]["transparent"]["share"] == {"background": 1.0, "foreground": 0.0, "between": 0.0}
+    assert row["sad"] == pytest.approx((eight(0.2) + eight(0.4) + eight(0.5) - eight(0.1)) / 3)
+    assert row["largest_alpha"] == 1.0
