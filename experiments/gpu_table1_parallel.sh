@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One lent-GPU command: Table 1 of one family. Every run trains in its own process, all started at
+# One lent-GPU command: Table 1 of one family (TABLES=1,3,4,6: with the ablation rows of Tables 3,
+# 4 and 6, all from one teacher, as one seed's rows should be). Every run trains in its own process, all started at
 # once, so that the device is shared: the teachers and baselines first, the PPID students waiting
 # for their teachers (the plan's lock on the teacher's folder; docs/reproduce.md). The runs are the
 # plan's own (`ppid reproduce --only`): hashes, selection and report are a sequential plan's.
@@ -15,6 +16,7 @@
 #   OUT=/path LIMIT_S=540 bash experiments/gpu_table1_parallel.sh indexnet 0
 #   OUT=/path LIMIT_S=540 BUDGET=cpu_small DEVICE=cuda TEACHER_SEEDS=0,1,2 bash experiments/gpu_table1_parallel.sh indexnet 0,1
 #   OUT=/path LIMIT_S=550 BUDGET=cpu_small DEVICE=cuda TEACHER_SEEDS=0,1,2,3,4,5 ONE_STUDENT=1 bash experiments/gpu_table1_parallel.sh indexnet 0,1,2
+#   OUT=/path LIMIT_S=550 BUDGET=cpu_small DEVICE=cuda TABLES=1,3,4,6 CONCURRENCY=2.4 bash experiments/gpu_table1_parallel.sh indexnet 1
 set -uo pipefail
 family=${1:?family}; seeds=${2:?seeds, e.g. 0,1,2}
 py=${PY:-python3}
@@ -22,13 +24,13 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:
 work=${WORK:-/tmp/reproduce_gpu_small}
 mkdir -p "$OUT" "$work/logs"
 deadline=$((SECONDS + ${LIMIT_S:-480}))
-budget=${BUDGET:-gpu_small}; teacher_seeds=${TEACHER_SEEDS:-0}
-args=(--budget "$budget" --tables 1 --families "$family" --seeds "$seeds" --teacher-seeds "$teacher_seeds" --out "$work")
+budget=${BUDGET:-gpu_small}; teacher_seeds=${TEACHER_SEEDS:-0}; tables=${TABLES:-1}
+args=(--budget "$budget" --tables "$tables" --families "$family" --seeds "$seeds" --teacher-seeds "$teacher_seeds" --out "$work")
 [ -n "${DEVICE:-}" ] && args+=(--device "$DEVICE")
 { nvidia-smi -L; "$py" -c "import torch; print('torch', torch.__version__)"; } > "$OUT/env.txt" 2>&1
 "$py" -m ppid reproduce "${args[@]}" --max-runs 0 >> "$OUT/session.log" 2>&1  # the data, before the clock is read
 echo "data ready at ${SECONDS}s" >> "$OUT/session.log"
-fit_args=(--family "$family" --seeds "$seeds" --teacher-seeds "$teacher_seeds" --budget "$budget" ${DEVICE:+--device "$DEVICE"})
+fit_args=(--family "$family" --tables "$tables" --seeds "$seeds" --teacher-seeds "$teacher_seeds" --budget "$budget" ${DEVICE:+--device "$DEVICE"})
 [ -n "${ONE_STUDENT:-}" ] && fit_args+=(--one-student)
 iterations=${ITERATIONS:-$("$py" experiments/parallel_fit.py --seconds $((deadline - SECONDS - ${MARGIN_S:-60})) \
   "${fit_args[@]}" --concurrency "${CONCURRENCY:-2}" ${MAX_ITERATIONS:+--max-iterations "$MAX_ITERATIONS"} 2>> "$OUT/session.log")}

@@ -1,5 +1,6 @@
 """Iterations for gpu_table1_parallel.sh, whose runs train side by side in two waves of processes:
-the teachers beside the baselines, then the PPID students (they wait for their teachers). The plan's
+the teachers beside the baselines, then the distilling students (they wait for their teachers:
+Table 1's PPID students, and with --tables the ablation rows of Tables 3, 4 and 6). The plan's
 own `--fit` adds the runs up one after another; on a GPU that small runs leave mostly idle,
 processes side by side share it, so each wave takes about
 
@@ -11,6 +12,8 @@ included). Prints the largest N (a multiple of 50, or --max-iterations itself) a
 fit in --seconds, or 0.
 
     python experiments/parallel_fit.py --seconds 420 --family indexnet --seeds 0,1 --teacher-seeds 0,1,2 \
+        --budget cpu_small --device cuda
+    python experiments/parallel_fit.py --seconds 480 --family indexnet --seeds 1 --tables 1,3,4,6 \
         --budget cpu_small --device cuda
 """
 
@@ -38,6 +41,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, help="time for both waves (required unless --list)")
     p.add_argument("--family", required=True)
+    p.add_argument("--tables", default="1", help="the plan's tables (default 1; 1,3,4,6: a seed's every row from one teacher)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--teacher-seeds", default="0")
     p.add_argument("--budget", default="gpu_small")
@@ -55,7 +59,8 @@ def main(argv=None):
         p.error("--seconds is required (unless --list)")
     seeds = [int(s) for s in args.seeds.split(",")]
     teacher_seeds = [int(s) for s in args.teacher_seeds.split(",")]
-    runs, settings, data = make_plan((1,), (args.family,), seeds, args.budget, None, 2, args.device)
+    tables = [int(t) for t in args.tables.split(",")]
+    runs, settings, data = make_plan(tables, (args.family,), seeds, args.budget, None, 2, args.device)
     runs = with_teacher_seeds(runs, settings, data, teacher_seeds)
     if args.one_student:
         runs = one_student_per_teacher(runs, seeds, teacher_seeds)

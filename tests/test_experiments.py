@@ -87,6 +87,11 @@ def test_parallel_fit_lists_the_commands_runs_first_wave_first(capsys):
         "runs/indexnet/teacher/seed0", "runs/indexnet/baseline/seed0", "runs/indexnet/baseline/seed1",
         "runs/indexnet/teacher/seed1", "runs/indexnet/teacher/seed2",
         "runs/indexnet/ppid/seed0", "runs/indexnet/ppid-teacher1/seed1", "runs/indexnet/ppid-teacher2/seed0"]
+    # a seed's every row from one teacher: the ablation students wait for it with Table 1's PPID
+    fit.main(["--list", "--family", "indexnet", "--seeds", "1", "--tables", "1,3,4,6", "--budget", "smoke"])
+    assert capsys.readouterr().out.split() == [
+        "runs/indexnet/teacher/seed0", "runs/indexnet/baseline/seed1", "runs/indexnet/ppid/seed1",
+        *(f"runs/indexnet/{row}/seed1" for row in ("noclsd", "sd", "noald", "ld", "ald_f", "ald_a"))]
     with pytest.raises(SystemExit):
         fit.main(["--family", "indexnet"])  # sizing needs --seconds
 
