@@ -237,13 +237,18 @@ def _gap_closed(family, results, seeds, rows, gain):
     return out
 
 
+def distill_ratios(root, runs, family, variant, seeds):
+    """The strength gamma L_distn / L_alpha (causes.distill_ratio) of a row's runs of these seeds, from their logs."""
+    folders = {run.seed: run.folder for run in runs if (run.family, run.variant) == (family, variant)}
+    return [distill_ratio(Path(root) / folders[s]) for s in seeds]
+
+
 def summarise_gamma_tests(root, runs, results, seeds):
     """The distillation-strength cause test (causes.py), per family with `ppid-gamma` runs in the
     plan: its baseline, PPID, cross-family and PPID-gamma rows (healthy runs), whole-image SAD per group over the
     seeds, with BatchNorm statistics recomputed, the strength gamma L_distn / L_alpha from the
     logs, and the seed-paired differences against the baseline."""
     gamma = {(run.family, run.variant): run.config["distill"]["gamma"] for run in runs if run.config["mode"] == "ppid"}
-    folders = {(run.family, run.variant, run.seed): run.folder for run in runs}
     tested = {}
     for run in runs:
         if run.variant.startswith(GAMMA_PREFIX) and run.variant not in tested.setdefault(run.family, []):
@@ -258,7 +263,7 @@ def summarise_gamma_tests(root, runs, results, seeds):
                 continue
             recal = [_metric(dict(r, test=r["test_recalibrated"]), "whole", "all", "sad")
                      for r in found.values() if r.get("test_recalibrated")]
-            ratios = [distill_ratio(Path(root) / folders[(family, variant, s)]) for s in found] if variant != "baseline" else []
+            ratios = distill_ratios(root, runs, family, variant, found) if variant != "baseline" else []
             rows[variant] = {
                 "seeds": sorted(found),
                 "gamma": gamma.get((family, variant)),
@@ -283,7 +288,6 @@ def summarise_teacher_seeds(root, runs, results, families, seeds, teacher_seeds)
     teacher x student pairs won. "precision": the runs per precision where the baselines and
     students differ (a pair of two precisions is not like for like; the teachers differ by design)."""
     healthy = {k: r for k, r in results.items() if not collapsed(r)}
-    folders = {(run.family, run.variant, run.seed): run.folder for run in runs}
     out = {}
     for family in families:
         per_teacher = {}
@@ -301,7 +305,7 @@ def summarise_teacher_seeds(root, runs, results, families, seeds, teacher_seeds)
             per_teacher[t] = {
                 "teacher_sad": {g: _metric(teacher, "whole", g, "sad") for g in GROUPS},
                 "ppid_sad": _stats([_metric(healthy[(family, variant, s)], "whole", "all", "sad") for s in students]),
-                "distill_ratio": _stats([distill_ratio(Path(root) / folders[(family, variant, s)]) for s in students]),
+                "distill_ratio": _stats(distill_ratios(root, runs, family, variant, students)),
                 "paired": paired,
                 "paired_transition": transition.get("all"),
                 "gap_closed": gap_closed(statistics.fmean(b), statistics.fmean(p), t_sad) if both else None,
