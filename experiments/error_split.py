@@ -16,7 +16,8 @@ sees), per group: the share outside the band bounds what any teacher can fix wit
 
 With --teacher and --band-widths, it measures the teacher with the true trimap's unknown band grown
 by each width (x the shorter side): whether the teacher itself copes with a band as wide as the
-refine rule's, apart from how well the student placed it.
+refine rule's, apart from how well the student placed it. A width of 1 makes the whole image
+unknown: how well the teacher mattes without its trimap.
 
     python experiments/error_split.py --teacher T.safetensors --band-widths 0 0.04 0.08 --data data/val --out bands.json
 """
@@ -94,18 +95,25 @@ def band_split(student, teacher, testset, rule):
 
 def grown_band(teacher, testset, width):
     """Per group: the teacher's SAD with the true trimap's unknown band grown by `width` (the refine
-    rule's growth applied to the trimap itself), and the band's share of the pixels."""
+    rule's growth applied to the trimap itself), the band's share of the pixels, and the mean
+    prediction on true background. A width of 1 or more makes the whole image unknown: the teacher
+    without a trimap."""
     sums = {}
     with torch.no_grad():
         for item in testset:
             image = torch.from_numpy(item["image"]).permute(2, 0, 1)[None]
             trimap = torch.from_numpy(item["trimap"].astype(np.float32) / 255)[None, None]
-            grown = trimap_from_alpha(trimap, low=0.25, high=0.75, width=width)  # 0.5 stays unknown
-            alpha = clamp_to_trimap(teacher(image, grown).alpha.float(), grown)[0, 0].numpy()
-            sad = np.abs(eight_bit(alpha) - eight_bit(item["alpha"])).sum() / 1000
+            if width >= 1:  # not by growing: a pooling window the size of the image is slow
+                grown = torch.full_like(trimap, 0.5)
+            else:
+                grown = trimap_from_alpha(trimap, low=0.25, high=0.75, width=width)  # 0.5 stays unknown
+            alpha = eight_bit(clamp_to_trimap(teacher(image, grown).alpha.float(), grown)[0, 0].numpy())
+            gt = eight_bit(item["alpha"])
+            sad = np.abs(alpha - gt).sum() / 1000
+            row = (sad, float((grown == 0.5).float().mean()), alpha[gt <= BACKGROUND].mean())
             for g in (item["group"], "all"):
-                sums.setdefault(g, []).append((sad, float((grown == 0.5).float().mean())))
-    return {g: {"sad": float(np.mean([v[0] for v in rows])), "band_area": float(np.mean([v[1] for v in rows]))}
+                sums.setdefault(g, []).append(row)
+    return {g: dict(zip(("sad", "band_area", "background_mean_prediction"), map(float, np.mean(rows, axis=0))))
             for g, rows in sums.items()}
 
 
@@ -116,7 +124,7 @@ def main(argv=None):
                         help="refine.json of experiments/refine_table.py: split its refined students (repeatable)")
     parser.add_argument("--teacher", type=Path, help="with --band-widths: a teacher's weights")
     parser.add_argument("--band-widths", type=float, nargs="+", default=[],
-                        help="grow the true trimap's unknown band by these widths (x the shorter side) for --teacher")
+                        help="grow the true trimap's unknown band by these widths (x the shorter side) for --teacher; 1: the whole image")
     parser.add_argument("--data", type=Path, required=True, help="a built test set")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
@@ -155,7 +163,8 @@ def main(argv=None):
             row = grown_band(teacher, testset, width)
             doc["teacher_grown_band"]["widths"][str(width)] = row
             print(f"teacher, true band grown by {width}: " + "; ".join(
-                f"{g} SAD {v['sad']:.2f} ({100 * v['band_area']:.0f}% of the pixels)" for g, v in row.items()), flush=True)
+                f"{g} SAD {v['sad']:.2f} ({100 * v['band_area']:.0f}% of the pixels; background mean "
+                f"{v['background_mean_prediction']:.3f})" for g, v in row.items()), flush=True)
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -137,3 +137,34 @@ def test_error_split_sums_each_groups_error_by_true_region(monkeypatch):
     assert row["groups"]["transparent"]["share"] == {"background": 1.0, "foreground": 0.0, "between": 0.0}
     assert row["sad"] == pytest.approx((eight(0.2) + eight(0.4) + eight(0.5) - eight(0.1)) / 3)
     assert row["largest_alpha"] == 1.0
+
+
+def test_teacher_without_trimap_sees_the_whole_image_unknown():
+    """experiments/error_split.py --band-widths 1: the teacher's trimap is unknown everywhere (it
+    sees RGB only, nothing clamped), scored against the true matte, with its haze on true background."""
+    import numpy as np
+
+    from ppid.models.common import MattingOutput
+
+    split = load_script(ROOT / "experiments" / "error_split.py")
+    alpha = np.zeros((8, 8), np.float32)
+    alpha[2:6, 2:6] = 1.0
+    trimap = np.where(alpha > 0, 255, 0).astype(np.uint8)
+    trimap[2, 2:6] = 128  # the true trimap: known almost everywhere
+    seen = []
+
+    def teacher(image, trimap):
+        seen.append(trimap.clone())
+        return MattingOutput(alpha=torch.full_like(trimap, 0.2), alpha_logits=None)
+
+    item = {"image": np.zeros((8, 8, 3), np.float32), "alpha": alpha, "trimap": trimap, "group": "transparent"}
+    row = split.grown_band(teacher, [item], width=1)
+    assert torch.all(seen[0] == 0.5)
+    eight = round(0.2 * 255) / 255
+    assert row["all"]["band_area"] == 1.0
+    assert row["all"]["background_mean_prediction"] == pytest.approx(eight)
+    assert row["all"]["sad"] == pytest.approx((48 * eight + 16 * (1 - eight)) / 1000)
+    grown = split.grown_band(teacher, [item], width=0)  # the true band grown by the rule's least, one pixel:
+    # rows 1-3, columns 1-6 predicted (10 background, 8 foreground pixels), the rest clamped exact
+    assert grown["all"]["sad"] == pytest.approx((10 * eight + 8 * (1 - eight)) / 1000)
+    assert grown["all"]["background_mean_prediction"] == pytest.approx(10 * eight / 48)
