@@ -95,9 +95,10 @@ def band_split(student, teacher, testset, rule):
 
 def grown_band(teacher, testset, width):
     """Per group: the teacher's SAD with the true trimap's unknown band grown by `width` (the refine
-    rule's growth applied to the trimap itself), the band's share of the pixels, and the mean
-    prediction on true background. A width of 1 or more makes the whole image unknown: the teacher
-    without a trimap."""
+    rule's growth applied to the trimap itself), the band's share of the pixels, the mean
+    prediction on true background and on true foreground, and the median over images of each
+    image's largest alpha. A width of 1 or more makes the whole image unknown: the teacher without
+    a trimap."""
     sums = {}
     with torch.no_grad():
         for item in testset:
@@ -110,11 +111,13 @@ def grown_band(teacher, testset, width):
             alpha = eight_bit(clamp_to_trimap(teacher(image, grown).alpha.float(), grown)[0, 0].numpy())
             gt = eight_bit(item["alpha"])
             sad = np.abs(alpha - gt).sum() / 1000
-            row = (sad, float((grown == 0.5).float().mean()), alpha[gt <= BACKGROUND].mean())
+            foreground = alpha[gt >= FOREGROUND].mean() if (gt >= FOREGROUND).any() else np.nan  # none on glass or smoke
+            row = (sad, float((grown == 0.5).float().mean()), alpha[gt <= BACKGROUND].mean(), foreground, alpha.max())
             for g in (item["group"], "all"):
                 sums.setdefault(g, []).append(row)
-    return {g: dict(zip(("sad", "band_area", "background_mean_prediction"), map(float, np.mean(rows, axis=0))))
-            for g, rows in sums.items()}
+    keys = ("sad", "band_area", "background_mean_prediction", "foreground_mean_prediction")
+    return {g: {**dict(zip(keys, map(float, np.nanmean(np.array(rows)[:, :4], axis=0)))),
+                "median_largest_alpha": float(np.median([r[4] for r in rows]))} for g, rows in sums.items()}
 
 
 def main(argv=None):
@@ -163,8 +166,9 @@ def main(argv=None):
             row = grown_band(teacher, testset, width)
             doc["teacher_grown_band"]["widths"][str(width)] = row
             print(f"teacher, true band grown by {width}: " + "; ".join(
-                f"{g} SAD {v['sad']:.2f} ({100 * v['band_area']:.0f}% of the pixels; background mean "
-                f"{v['background_mean_prediction']:.3f})" for g, v in row.items()), flush=True)
+                f"{g} SAD {v['sad']:.2f} ({100 * v['band_area']:.0f}% of the pixels; mean on background "
+                f"{v['background_mean_prediction']:.3f}, on foreground {v['foreground_mean_prediction']:.3f}; "
+                f"largest {v['median_largest_alpha']:.2f})" for g, v in row.items()), flush=True)
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")

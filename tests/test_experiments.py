@@ -163,8 +163,11 @@ def test_teacher_without_trimap_sees_the_whole_image_unknown():
     eight = round(0.2 * 255) / 255
     assert row["all"]["band_area"] == 1.0
     assert row["all"]["background_mean_prediction"] == pytest.approx(eight)
+    assert row["all"]["foreground_mean_prediction"] == pytest.approx(eight)  # a flat matte: no better on the object
+    assert row["all"]["median_largest_alpha"] == pytest.approx(eight)
     assert row["all"]["sad"] == pytest.approx((48 * eight + 16 * (1 - eight)) / 1000)
     grown = split.grown_band(teacher, [item], width=0)  # the true band grown by the rule's least, one pixel:
     # rows 1-3, columns 1-6 predicted (10 background, 8 foreground pixels), the rest clamped exact
     assert grown["all"]["sad"] == pytest.approx((10 * eight + 8 * (1 - eight)) / 1000)
     assert grown["all"]["background_mean_prediction"] == pytest.approx(10 * eight / 48)
+    assert grown["all"]["foreground_mean_prediction"] == pytest.approx((8 * eight + 8) / 16)  # half in the band, half clamped to 1
