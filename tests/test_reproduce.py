@@ -2,6 +2,7 @@
 resuming interrupted ones, and the report built from fixture results."""
 
 import json
+import shutil
 import time
 
 import pytest
@@ -179,6 +180,35 @@ def _fixture_result(run, t, n):
         "selection": "val-best (step 40, val SAD 1.0)", "device": "cpu", "config": run.config,
         "test": {"results": {"whole": metrics, "transition": metrics}},
     }
+
+
+def test_report_states_the_empty_matte_floor_and_keeps_it_when_the_data_is_gone(tmp_path):
+    """The report gives what alpha 0 everywhere scores on the plan's test set (SAD = the sum of the
+    true alpha / 1000 per image), and writes it beside itself, so a report written on a machine
+    without the data still has it."""
+    import numpy as np
+
+    from ppid.data.datasets import CompositeTestSet
+    from ppid.data.synth import synthesize
+    from ppid.data.testset import build_testset
+
+    synthesize(tmp_path / "src", 2, seed=1, size=(64, 64), workers=1)
+    build_testset(tmp_path / "src" / "fg", tmp_path / "src" / "alpha", tmp_path / "src" / "bg", 1, tmp_path / "data" / "test",
+                  split=tmp_path / "src" / "split.txt")
+    truth = [np.round(it["alpha"] * 255).sum() / 255 / 1000 for it in CompositeTestSet(tmp_path / "data" / "test")]
+    runs, settings, data = make_plan((1,), ("indexnet",), (0, 1, 2), "smoke")
+    for run in runs:
+        (tmp_path / run.folder).mkdir(parents=True)
+        (tmp_path / run.folder / RESULT).write_text(json.dumps(_fixture_result(run, *SAD[(run.variant, run.seed)])))
+    doc = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
+    assert doc["empty_matte"]["whole"]["all"]["sad"] == pytest.approx(np.mean(truth))
+    md = (tmp_path / "tables.md").read_text()
+    assert "## The floor: an empty matte" in md and f"SAD {doc['empty_matte']['whole']['transparent']['sad']:.2f} / " in md
+    # every fixture row scores several SAD on 64 px images, far above this floor
+    assert "worse than predicting nothing: teacher (trimap), baseline, PPID (CLSD + ALD)." in md
+    shutil.rmtree(tmp_path / "data")
+    again = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
+    assert again["empty_matte"] == doc["empty_matte"] and (tmp_path / "tables.md").read_text() == md
 
 
 def test_report_means_paired_wins_gap_and_paper_values(tmp_path):

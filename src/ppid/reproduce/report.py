@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scipy.special import stdtrit
 
-from ..evaluate import FLAT_LEVELS, gap_closed
+from ..evaluate import FLAT_LEVELS, evaluate_arrays, gap_closed
 from ..io import atomic_path
 from ..models import revision
 from .paper import GROUPS, METRICS, PAPER
@@ -473,7 +473,7 @@ def _paper_fmt(value, metric):
     return f"{value:.3f}" if metric == "mse" else f"{value:.2f}"
 
 
-def table_markdown(table, block):
+def table_markdown(table, block, floor=None):
     lines = [f"## {block['title']}", ""]
     region = block["primary_region"]
     groups = GROUPS if table in (1, 3) else ("all",)
@@ -495,6 +495,11 @@ def table_markdown(table, block):
             for v, r in fam["rows"].items()
         )
         lines += ["", f"SAD on the {other} {'image' if other == 'whole' else 'region'} (transparent / non-transparent / all): {sads}."]
+        if floor is not None:
+            empty = floor[region]["all"]["sad"]
+            above = [LABELS[v] for v, r in fam["rows"].items() if (r["stats"][region]["all"]["sad"] or {"mean": 0})["mean"] > empty]
+            lines.append(f"Above the empty matte's {region} SAD ({empty:.2f}, all images), i.e. worse than predicting "
+                         f"nothing: {', '.join(above) if above else 'no row'}.")
         dead = [f"{LABELS[v]} seed {seed} ({region} SAD {sad:.2f})" for v, r in fam["rows"].items() for seed, sad in r["collapsed"].items()]
         if dead:
             lines.append(f"Collapsed (a flat alpha on every test image; left out of the means, the paired differences "
@@ -556,6 +561,39 @@ def protocol(settings, data, results, seeds, teacher_seeds, budget, families):
     }
 
 
+def empty_matte(root):
+    """The metrics of an empty matte (alpha 0 everywhere, no model) on the plan's test set, per
+    group and region: the floor below which a trimap-free row has learned something a metric can
+    see. Kept in empty_matte.json beside the report (the data is seeded, so the floor is fixed and
+    a report written where the data is gone still has it); None where neither exists."""
+    import numpy as np
+
+    from ..data.datasets import CompositeTestSet
+
+    cache, test = Path(root) / "empty_matte.json", Path(root) / "data" / "test"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    if not test.is_dir():
+        return None
+    items = ((it["name"], np.zeros_like(it["alpha"]), it["alpha"], it["trimap"], it["group"]) for it in CompositeTestSet(test))
+    summary = evaluate_arrays(items, region="both")[1]["results"]
+    with atomic_path(cache) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def empty_matte_markdown(floor):
+    def cells(region, metric):
+        return " / ".join(_fmt({"mean": floor[region][g][metric], "n": 1}, metric) for g in GROUPS)
+
+    return ["## The floor: an empty matte (beyond the paper)", "",
+            "Alpha 0 everywhere, no model, on the same test set (transparent / non-transparent / all): whole-image "
+            f"SAD {cells('whole', 'sad')}, MSE {cells('whole', 'mse')}, Grad {cells('whole', 'grad')}, Conn "
+            f"{cells('whole', 'conn')}; transition-region SAD {cells('transition', 'sad')}. A trimap-free row above "
+            "this on a metric does worse than predicting nothing there: the foregrounds cover little of each image, "
+            "so haze on the background costs more than the object it misses.", ""]
+
+
 def write_report(root, runs, settings, data, tables, families, seeds, budget, teacher_seeds=(0,)):
     root = Path(root)
     results = load_results(root, runs)
@@ -569,11 +607,15 @@ def write_report(root, runs, settings, data, tables, families, seeds, budget, te
                   + ". Each run's result.json says so; delete it to train the run again.", ""]
     lines += ["Protocol:", ""]
     lines += [f"- {k}: {v}" for k, v in doc["protocol"].items()] + [""]
+    floor = empty_matte(root)
+    if floor is not None:
+        doc["empty_matte"] = floor
+        lines += empty_matte_markdown(floor)
     for table in sorted(tables):
         block = summarise_table(table, results, families, seeds)
         doc["tables"][str(table)] = block
         if block["families"]:
-            lines += table_markdown(table, block)
+            lines += table_markdown(table, block, floor)
             chart = root / f"table{table}.png"
             bar_chart(block, table, chart)
             lines += [f"![{block['title']}](table{table}.png)", ""]
