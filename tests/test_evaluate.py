@@ -278,3 +278,25 @@ def test_a_collapsed_model_is_counted_and_warned_about(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "warning: dead predicted a flat alpha (fewer than 13 of 256 levels) for 3 of 3 images" in text
     assert "warning: faint predicted a flat alpha" in text and "warning: alive" not in text
+
+
+def test_the_empty_matte_scores_the_true_alpha_mass(tmp_path):
+    """The floor: alpha 0 everywhere scores, per image, SAD = the true matte's sum / 1000 (8-bit)
+    and MSE = the mean of its square, over the whole image and the trimap's unknown band."""
+    import numpy as np
+
+    from ppid.data.datasets import CompositeTestSet
+    from ppid.data.synth import synthesize
+    from ppid.data.testset import build_testset
+    from ppid.evaluate import empty_matte_summary
+
+    synthesize(tmp_path / "src", 2, seed=3, size=(64, 64), workers=1)
+    build_testset(tmp_path / "src" / "fg", tmp_path / "src" / "alpha", tmp_path / "src" / "bg", 1, tmp_path / "test",
+                  split=tmp_path / "src" / "split.txt")
+    testset = CompositeTestSet(tmp_path / "test")
+    truth = [np.round(it["alpha"] * 255) / 255 for it in testset]
+    bands = [it["trimap"] == 128 for it in testset]
+    summary = empty_matte_summary(testset)["results"]
+    assert summary["whole"]["all"]["sad"] == pytest.approx(np.mean([t.sum() / 1000 for t in truth]))
+    assert summary["whole"]["all"]["mse"] == pytest.approx(np.mean([(t ** 2).mean() for t in truth]))
+    assert summary["transition"]["all"]["sad"] == pytest.approx(np.mean([t[b].sum() / 1000 for t, b in zip(truth, bands)]))

@@ -2,7 +2,8 @@
 
 Synthesises a small training set and a separately seeded test set, trains a tiny-resolution IndexNet
 teacher, a baseline student and a PPID student (CLSD + ALD) with the same engine as `ppid train`,
-evaluates all three with the benchmark metrics and prints the paper-style table. At this scale it
+evaluates all three with the benchmark metrics and prints the paper-style table, with an empty
+matte's scores (alpha 0, no model) as the floor. At this scale it
 shows that the pipeline works end to end, not the paper's science: the numbers of a few hundred
 CPU steps say little about distillation (see results/ for the real experiments).
 """
@@ -73,7 +74,7 @@ def run(args):
     from .data.synth import synthesize
     from .data.testset import build_testset
     from .data.datasets import CompositeTestSet
-    from .evaluate import format_comparison
+    from .evaluate import empty_matte_summary, format_comparison
     from .models import load_model
     from .evaluate import evaluate_model
     from .train import train
@@ -102,6 +103,7 @@ def run(args):
     for key in ("teacher", "student", "ppid"):
         model = load_model(args.out / key / "model_last.safetensors", device=device)
         results[labels[key]] = evaluate_model(model, testset, device)
+    results["empty matte (no model)"] = empty_matte_summary(testset)  # the floor: a row above it learned nothing SAD sees
     table = format_comparison(results)
     print(table)
     preview_grid(data_dir / "test", args.out / "preview.png")

@@ -357,6 +357,14 @@ def is_flat(alpha, levels=FLAT_LEVELS):
     return int(matte.max()) - int(matte.min()) < levels
 
 
+def empty_matte_summary(testset):
+    """The summary of an empty matte (alpha 0 everywhere, no model) on a built test set: the floor.
+    Where objects cover little of each image, a model that leaves a haze on the background scores
+    worse than this, i.e. worse than predicting nothing."""
+    items = ((it["name"], np.zeros_like(it["alpha"]), it["alpha"], it["trimap"], it["group"]) for it in testset)
+    return evaluate_arrays(items, region=None)[1]  # both regions where the test set has trimaps
+
+
 def evaluate_model(model, testset, device, max_items=None, amp=None, refiner=None, rule=None):
     """Summary of one model on a built test set: whole image, and transition region when the test
     set has trimaps. `flat_predictions` counts the images whose matte it predicted flat (`is_flat`);

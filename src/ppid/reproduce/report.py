@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scipy.special import stdtrit
 
-from ..evaluate import FLAT_LEVELS, evaluate_arrays, gap_closed
+from ..evaluate import FLAT_LEVELS, empty_matte_summary, gap_closed
 from ..io import atomic_path
 from ..models import revision
 from .paper import GROUPS, METRICS, PAPER
@@ -566,8 +566,6 @@ def empty_matte(root):
     group and region: the floor below which a trimap-free row has learned something a metric can
     see. Kept in empty_matte.json beside the report (the data is seeded, so the floor is fixed and
     a report written where the data is gone still has it); None where neither exists."""
-    import numpy as np
-
     from ..data.datasets import CompositeTestSet
 
     cache, test = Path(root) / "empty_matte.json", Path(root) / "data" / "test"
@@ -575,8 +573,7 @@ def empty_matte(root):
         return json.loads(cache.read_text())
     if not test.is_dir():
         return None
-    items = ((it["name"], np.zeros_like(it["alpha"]), it["alpha"], it["trimap"], it["group"]) for it in CompositeTestSet(test))
-    summary = evaluate_arrays(items, region="both")[1]["results"]
+    summary = empty_matte_summary(CompositeTestSet(test))["results"]
     with atomic_path(cache) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
