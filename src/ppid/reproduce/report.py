@@ -21,7 +21,7 @@ from ..models import revision
 from .paper import GROUPS, METRICS, PAPER
 from .causes import PREFIX as GAMMA_PREFIX
 from .causes import distill_ratio
-from .plan import CROSS_FAMILY, CROSS_PREFIX, SELECTION, TABLE_VARIANTS, divergence, recorded_log, recorded_result
+from .plan import CROSS_FAMILY, CROSS_PREFIX, EMPTY_MATTE, SELECTION, TABLE_VARIANTS, divergence, recorded_log, recorded_result
 from .teachers import ppid_variant
 
 TITLES = {
@@ -495,7 +495,7 @@ def table_markdown(table, block, floor=None):
             for v, r in fam["rows"].items()
         )
         lines += ["", f"SAD on the {other} {'image' if other == 'whole' else 'region'} (transparent / non-transparent / all): {sads}."]
-        if floor is not None:
+        if floor is not None and region in floor:
             empty = floor[region]["all"]["sad"]
             above = [LABELS[v] for v, r in fam["rows"].items() if (r["stats"][region]["all"]["sad"] or {"mean": 0})["mean"] > empty]
             lines.append(f"Above the empty matte's {region} SAD ({empty:.2f}, all images), i.e. worse than predicting "
@@ -564,11 +564,12 @@ def protocol(settings, data, results, seeds, teacher_seeds, budget, families):
 def empty_matte(root):
     """The metrics of an empty matte (alpha 0 everywhere, no model) on the plan's test set, per
     group and region: the floor below which a trimap-free row has learned something a metric can
-    see. Kept in empty_matte.json beside the report (the data is seeded, so the floor is fixed and
-    a report written where the data is gone still has it); None where neither exists."""
+    see. Kept in EMPTY_MATTE beside the report (the data is seeded, so the floor is fixed and a
+    report written where the data is gone still has it; rebuilding the data removes it); None where
+    neither exists."""
     from ..data.datasets import CompositeTestSet
 
-    cache, test = Path(root) / "empty_matte.json", Path(root) / "data" / "test"
+    cache, test = Path(root) / EMPTY_MATTE, Path(root) / "data" / "test"
     if cache.is_file():
         return json.loads(cache.read_text())
     if not test.is_dir():
@@ -586,7 +587,8 @@ def empty_matte_markdown(floor):
     return ["## The floor: an empty matte (beyond the paper)", "",
             "Alpha 0 everywhere, no model, on the same test set (transparent / non-transparent / all): whole-image "
             f"SAD {cells('whole', 'sad')}, MSE {cells('whole', 'mse')}, Grad {cells('whole', 'grad')}, Conn "
-            f"{cells('whole', 'conn')}; transition-region SAD {cells('transition', 'sad')}. A trimap-free row above "
+            f"{cells('whole', 'conn')}" + (f"; transition-region SAD {cells('transition', 'sad')}" if "transition" in floor else "")
+            + ". A trimap-free row above "
             "this on a metric does worse than predicting nothing there: the foregrounds cover little of each image, "
             "so haze on the background costs more than the object it misses.", ""]
 
