@@ -13,7 +13,7 @@ import torch
 
 from ppid.data.datasets import CompositeTestSet
 from ppid.evaluate import predict_testset
-from ppid.metrics import as_matte
+from ppid.metrics import sad
 from ppid.models import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,9 +33,8 @@ THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
 
 def clipped_sad(pred, gt, t):
-    """Whole-image SAD (8-bit, / 1000) of the prediction with alpha < t set to 0."""
-    pred = np.where(pred < t, 0.0, pred)
-    return np.abs(as_matte(pred).astype(np.float64) - as_matte(gt).astype(np.float64)).sum() / 255 / 1000
+    """Whole-image SAD of the prediction with alpha < t set to 0."""
+    return sad(np.where(pred < t, 0.0, pred), gt)
 
 
 def sads(weights, dataset, thresholds):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ppid.data.datasets import CompositeTestSet
-from ppid.metrics import as_matte
+from ppid.metrics import sad
 from ppid.models import load_model
 from ppid.refine import parse_rule, refine
 
@@ -41,9 +41,8 @@ def refined_sad(start, teacher, dataset):
         for item in dataset:
             image = torch.from_numpy(item["image"]).permute(2, 0, 1)[None]
             alpha = refine(start, teacher, image, **RULE)[0][0, 0].numpy()
-            sad = np.abs(as_matte(alpha).astype(np.float64) - as_matte(item["alpha"]).astype(np.float64)).sum() / 255 / 1000
             for g in (item["group"], "all"):
-                sums.setdefault(g, []).append(sad)
+                sums.setdefault(g, []).append(sad(alpha, item["alpha"]))
     return {g: float(np.mean(v)) for g, v in sums.items()}
 
 

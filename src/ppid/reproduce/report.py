@@ -497,7 +497,8 @@ def table_markdown(table, block, floor=None):
         lines += ["", f"SAD on the {other} {'image' if other == 'whole' else 'region'} (transparent / non-transparent / all): {sads}."]
         if floor is not None and region in floor:
             empty = floor[region]["all"]["sad"]
-            above = [LABELS[v] for v, r in fam["rows"].items() if (r["stats"][region]["all"]["sad"] or {"mean": 0})["mean"] > empty]
+            means = {v: r["stats"][region]["all"]["sad"] for v, r in fam["rows"].items()}
+            above = [LABELS[v] for v, stat in means.items() if stat is not None and stat["mean"] > empty]
             lines.append(f"Above the empty matte's {region} SAD ({empty:.2f}, all images), i.e. worse than predicting "
                          f"nothing: {', '.join(above) if above else 'no row'}.")
         dead = [f"{LABELS[v]} seed {seed} ({region} SAD {sad:.2f})" for v, r in fam["rows"].items() for seed, sad in r["collapsed"].items()]
