@@ -222,3 +222,24 @@ def test_trimap_kernel_max_widens_the_unknown_band(source):
     for bad in (0, 2.5, True):
         with pytest.raises(PpidError, match="trimap_kernel_max"):
             TrainDataset(source, SIZE, kernel_max=bad)
+
+
+def test_crop_centre_anywhere_sees_far_background(tmp_path):
+    """data.crop_centre: "transition" (the paper's rule) puts the object's edge in every crop; "anywhere"
+    draws centres over the whole image, so tight crops of a small object often hold background only."""
+    source = write_source(tmp_path, fg_shapes=[(200, 200)])
+    yy, xx = np.mgrid[:200, :200]
+    alpha = np.clip((12 - np.hypot(yy - 20, xx - 20)) / 4, 0, 1)  # a small disc in one corner
+    Image.fromarray(np.round(alpha * 255).astype(np.uint8)).save(source.alpha[0])
+
+    def crops_with_edge(**kwargs):
+        dataset = TrainDataset(source, SIZE, crop_sizes=(128,), seed=3, length=40, **kwargs)
+        alpha = torch.stack([dataset[i]["alpha"] for i in range(40)])
+        return ((alpha > 0.002) & (alpha < 0.998)).flatten(1).any(1).float().mean().item()
+
+    assert crops_with_edge() == 1.0
+    assert crops_with_edge(crop_centre="anywhere") < 0.6
+    bank = load_bank(source, "cpu", crop_centre="anywhere")
+    assert bank.centres.all()  # every pixel of the image may centre a crop
+    with pytest.raises(PpidError, match="data.crop_centre must be one of transition, anywhere, got 'edge'"):
+        TrainDataset(source, SIZE, crop_centre="edge")

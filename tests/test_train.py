@@ -96,6 +96,13 @@ def test_compile_flag_must_be_a_boolean():
         load_config(None, parse_set(["train.compile=1"]))
 
 
+def test_crop_centre_is_checked_when_the_config_loads():
+    assert load_config("indexnet_student")["data"]["crop_centre"] == "transition"  # the paper's rule
+    assert load_config(None, parse_set(["data.crop_centre=anywhere"]))["data"]["crop_centre"] == "anywhere"
+    with pytest.raises(PpidError, match=re.escape("data.crop_centre must be transition|anywhere, got 'edge'")):
+        load_config(None, parse_set(["data.crop_centre=edge"]))
+
+
 def test_base_inheritance_and_set_values():
     cfg = load_config("dim_ppid_ld", parse_set(["optim.lr=0.05", "data.crop_sizes=[64, 96]"]))
     assert cfg["mode"] == "ppid" and cfg["distill"]["local"] == "ld" and cfg["distill"]["semantic"] == "clsd"

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from . import PpidError
+from .data.augment import CROP_CENTRES
 
 DEFAULTS = {
     "name": "run",
@@ -46,6 +47,9 @@ DEFAULTS = {
         # largest random erosion kernel of the training trimaps, at 512 px, scaled with `size`: DIM's
         # 30; larger trains a teacher for wide unknown bands (refine mode, docs/predict.md)
         "trimap_kernel_max": 30,
+        # where crops are centred: "transition" (the paper's DIM rule: every crop holds the object's
+        # edge) | "anywhere" (trimap-free methods' random crops: far background too; docs/training.md)
+        "crop_centre": "transition",
         "augmenter": "auto",  # auto (batch on CUDA, loader on CPU) | loader | batch
         "workers": 2,
         "bank_max_side": 1024,
@@ -77,7 +81,8 @@ DEFAULTS = {
 # Keys added after checkpoints and results were first written, with the value that keeps the
 # behaviour from before them: an old config without the key means this value (reproduce's run
 # hashes and train's resume warning rely on it).
-ADDED_LATER = {"distill.cross_family": False, "train.compile": False, "data.trimap_kernel_max": 30}
+ADDED_LATER = {"distill.cross_family": False, "train.compile": False, "data.trimap_kernel_max": 30,
+               "data.crop_centre": "transition"}
 
 MODES = ("teacher", "student", "ppid")
 AMPS = ("bf16", "fp16", "none", "bf16-always")  # train.amp
@@ -179,6 +184,8 @@ def validate(cfg):
         raise PpidError(f"distill.attention_norm must be softmax|positions|fgd, got {d['attention_norm']!r}")
     if cfg["mode"] == "ppid" and not d["teacher"]:
         raise PpidError("mode ppid needs distill.teacher (the trained teacher's weights file)")
+    if cfg["data"]["crop_centre"] not in CROP_CENTRES:
+        raise PpidError(f"data.crop_centre must be {'|'.join(CROP_CENTRES)}, got {cfg['data']['crop_centre']!r}")
     if cfg["data"]["size"] % 32:
         raise PpidError(f"data.size must be a multiple of 32, got {cfg['data']['size']}")
     if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["iterations"] < 1:

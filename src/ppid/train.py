@@ -139,7 +139,7 @@ def make_batches(cfg, device, start_step, rank, world, generator_state=None):
     if mode == "auto":
         mode = "batch" if device.type == "cuda" else "loader"
     if mode == "batch":
-        bank = load_bank(source, device, max_side=d["bank_max_side"])
+        bank = load_bank(source, device, max_side=d["bank_max_side"], crop_centre=d["crop_centre"])
         aug = BatchAugmenter(bank, d["size"], crop_sizes=d["crop_sizes"], jitter=d["jitter"], kernel_max=d["trimap_kernel_max"])
         gen = torch.Generator(device=device)
         gen.manual_seed(cfg["train"]["seed"] * 1_000_003 + rank)
@@ -150,7 +150,7 @@ def make_batches(cfg, device, start_step, rank, world, generator_state=None):
     total = o["iterations"]
     dataset = TrainDataset(
         source, d["size"], crop_sizes=d["crop_sizes"], jitter=d["jitter"], seed=cfg["train"]["seed"],
-        length=total * o["batch_size"], kernel_max=d["trimap_kernel_max"],
+        length=total * o["batch_size"], kernel_max=d["trimap_kernel_max"], crop_centre=d["crop_centre"],
     )
     indices = StepSampler(start_step, total, o["batch_size"], rank, per_rank)
     loader = torch.utils.data.DataLoader(

@@ -1,5 +1,7 @@
 """Training samples as in the paper (supplementary A, following DIM): a random square crop of
-512 / 640 / 960 px centred on a transition pixel, resized to the training size, a random horizontal
+512 / 640 / 960 px centred on a transition pixel (or, with `crop_centre="anywhere"`, on any pixel:
+the random crops of trimap-free methods, which then also see background far from the object),
+resized to the training size, a random horizontal
 flip, a trimap from the resized alpha with a random erosion kernel, optional colour jitter of the
 foreground, composited on a random crop of a random background. Alpha values within half an 8-bit
 step of 0 or 1 are snapped to exactly 0 or 1 (`compose.KNOWN_TOLERANCE`).
@@ -25,6 +27,7 @@ from ..io import read_alpha, read_image
 from .compose import TRAIN_KERNEL_MAX_AT_512, composite, known_masks, train_kernel_max, trimap_from_alpha
 
 PAPER_CROP_SIZES = (512, 640, 960)  # at a 512 px training size; scaled by size / 512
+CROP_CENTRES = ("transition", "anywhere")  # where a crop's centre is drawn: the paper's (DIM's) rule first
 BG_CROP_FRACTION = (0.5, 1.0)  # background crop side, as a fraction of the background's short side
 HUE_SHIFT = 0.05  # colour jitter: hue +-0.05 turn, saturation and brightness x (1 +- 0.3)
 SATURATION_RANGE = 0.3
@@ -53,7 +56,7 @@ class Bank:
         return self.fga.device
 
 
-def load_bank(source, device, max_side=1024, dtype=torch.float32):
+def load_bank(source, device, max_side=1024, dtype=torch.float32, crop_centre="transition"):
     """Read every foreground, alpha and background of `source` onto `device`.
 
     So that they stack, each image whose long side exceeds `max_side` is resized (bilinear,
@@ -61,8 +64,10 @@ def load_bank(source, device, max_side=1024, dtype=torch.float32):
     largest height and width of their kind. The sampler only centres crops inside each item's own
     extent and scales crop sizes by the item's resize factor, so a bank gives the same crops (in
     content) as the files, at most `max_side` sharp. `dtype=torch.float16` halves the memory.
+    `crop_centre` (`CROP_CENTRES`) is fixed here: the bank keeps the candidate centres.
     """
     _check_source(source)
+    _check_crop_centre(crop_centre)
     fgs, scales = [], []
     for fg_path, alpha_path in zip(source.fg, source.alpha):
         fg, alpha = _read_pair(fg_path, alpha_path)
@@ -73,7 +78,7 @@ def load_bank(source, device, max_side=1024, dtype=torch.float32):
     fga, fg_hw = _stack(fgs, device)
     bg, bg_hw = _stack(bgs, device)
     scale = torch.tensor(scales, dtype=torch.float32, device=device)
-    return Bank(fga, fg_hw, scale, _centre_candidates(fga[:, 3:].float(), fg_hw), bg, bg_hw)
+    return Bank(fga, fg_hw, scale, _centre_candidates(fga[:, 3:].float(), fg_hw, crop_centre), bg, bg_hw)
 
 
 class TrainDataset(Dataset):
@@ -86,11 +91,12 @@ class TrainDataset(Dataset):
     """
 
     def __init__(self, source, size, crop_sizes=PAPER_CROP_SIZES, jitter=False, seed=0, length=None,
-                 kernel_max=TRAIN_KERNEL_MAX_AT_512):
+                 kernel_max=TRAIN_KERNEL_MAX_AT_512, crop_centre="transition"):
         _check_source(source)
         _check_settings(size, crop_sizes, kernel_max)
+        _check_crop_centre(crop_centre)
         self.source, self.size, self.crop_sizes = source, size, tuple(crop_sizes)
-        self.jitter, self.seed, self.kernel_max = jitter, seed, kernel_max
+        self.jitter, self.seed, self.kernel_max, self.crop_centre = jitter, seed, kernel_max, crop_centre
         self.length = len(source.names) if length is None else length
 
     def __len__(self):
@@ -107,7 +113,7 @@ class TrainDataset(Dataset):
         bg = _read_bg(self.source.bg[bg_index])
         fga, fg_hw = torch.cat([fg, alpha])[None], _hw(fg)
         batch = _augment(
-            fga, fg_hw, torch.ones(1), _centre_candidates(alpha[None], fg_hw), bg[None], _hw(bg),
+            fga, fg_hw, torch.ones(1), _centre_candidates(alpha[None], fg_hw, self.crop_centre), bg[None], _hw(bg),
             self.size, self.crop_sizes, self.jitter, self.kernel_max, generator,
         )
         return {key: value[0] for key, value in batch.items()}
@@ -147,7 +153,7 @@ def _augment(fga, fg_hw, fg_scale, centres, bg, bg_hw, size, crop_sizes, jitter,
     def uniform():
         return torch.rand(b, generator=generator, device=device)
 
-    # Foreground and alpha: one crop, centred on a transition pixel, clamped inside the image.
+    # Foreground and alpha: one crop, centred on a candidate pixel, clamped inside the image.
     sides = torch.tensor(crop_sizes, dtype=torch.float32, device=device) * (size / 512)
     pick = torch.randint(len(crop_sizes), (b,), generator=generator, device=device)
     side = sides[pick] * fg_scale.to(device)
@@ -181,13 +187,15 @@ def _augment(fga, fg_hw, fg_scale, centres, bg, bg_hw, size, crop_sizes, jitter,
     }
 
 
-def _centre_candidates(alpha, hw):
+def _centre_candidates(alpha, hw, crop_centre="transition"):
     """(B, H*W) bool: the transition pixels (0 < alpha < 1) inside each item's extent, or the
-    whole extent when there are none."""
+    whole extent when there are none or when `crop_centre` is "anywhere"."""
     b, _, height, width = alpha.shape
     rows = torch.arange(height, device=alpha.device).view(1, height, 1) < hw[:, 0].view(b, 1, 1)
     cols = torch.arange(width, device=alpha.device).view(1, 1, width) < hw[:, 1].view(b, 1, 1)
     inside = (rows & cols).flatten(1)
+    if crop_centre == "anywhere":
+        return inside
     fg, bg = known_masks(alpha[:, 0])
     candidates = (~fg & ~bg).flatten(1) & inside
     return torch.where(candidates.any(dim=1, keepdim=True), candidates, inside)
@@ -309,6 +317,11 @@ def _check_source(source):
         raise PpidError(f"{source.root}: no foregrounds to train on")
     if not source.bg:
         raise PpidError(f"{source.root}: no backgrounds to composite on")
+
+
+def _check_crop_centre(crop_centre):
+    if crop_centre not in CROP_CENTRES:
+        raise PpidError(f"data.crop_centre must be one of {', '.join(CROP_CENTRES)}, got {crop_centre!r}")
 
 
 def _check_settings(size, crop_sizes, kernel_max):
