@@ -99,7 +99,7 @@ def test_compile_flag_must_be_a_boolean():
 def test_crop_centre_is_checked_when_the_config_loads():
     assert load_config("indexnet_student")["data"]["crop_centre"] == "transition"  # the paper's rule
     assert load_config(None, parse_set(["data.crop_centre=anywhere"]))["data"]["crop_centre"] == "anywhere"
-    with pytest.raises(PpidError, match=re.escape("data.crop_centre must be transition|anywhere, got 'edge'")):
+    with pytest.raises(PpidError, match=re.escape("data.crop_centre must be one of transition, anywhere, got 'edge'")):
         load_config(None, parse_set(["data.crop_centre=edge"]))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from . import PpidError
-from .data.augment import CROP_CENTRES
+from .data.augment import check_crop_centre
 
 DEFAULTS = {
     "name": "run",
@@ -184,8 +184,7 @@ def validate(cfg):
         raise PpidError(f"distill.attention_norm must be softmax|positions|fgd, got {d['attention_norm']!r}")
     if cfg["mode"] == "ppid" and not d["teacher"]:
         raise PpidError("mode ppid needs distill.teacher (the trained teacher's weights file)")
-    if cfg["data"]["crop_centre"] not in CROP_CENTRES:
-        raise PpidError(f"data.crop_centre must be {'|'.join(CROP_CENTRES)}, got {cfg['data']['crop_centre']!r}")
+    check_crop_centre(cfg["data"]["crop_centre"])
     if cfg["data"]["size"] % 32:
         raise PpidError(f"data.size must be a multiple of 32, got {cfg['data']['size']}")
     if cfg["optim"]["batch_size"] < 1 or cfg["optim"]["iterations"] < 1:

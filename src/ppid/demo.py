@@ -74,9 +74,8 @@ def run(args):
     from .data.synth import synthesize
     from .data.testset import build_testset
     from .data.datasets import CompositeTestSet
-    from .evaluate import empty_matte_summary, format_comparison
+    from .evaluate import empty_matte_summary, evaluate_model, format_comparison
     from .models import load_model
-    from .evaluate import evaluate_model
     from .train import train
 
     start = time.perf_counter()

@@ -67,7 +67,7 @@ def load_bank(source, device, max_side=1024, dtype=torch.float32, crop_centre="t
     `crop_centre` (`CROP_CENTRES`) is fixed here: the bank keeps the candidate centres.
     """
     _check_source(source)
-    _check_crop_centre(crop_centre)
+    check_crop_centre(crop_centre)
     fgs, scales = [], []
     for fg_path, alpha_path in zip(source.fg, source.alpha):
         fg, alpha = _read_pair(fg_path, alpha_path)
@@ -94,7 +94,7 @@ class TrainDataset(Dataset):
                  kernel_max=TRAIN_KERNEL_MAX_AT_512, crop_centre="transition"):
         _check_source(source)
         _check_settings(size, crop_sizes, kernel_max)
-        _check_crop_centre(crop_centre)
+        check_crop_centre(crop_centre)
         self.source, self.size, self.crop_sizes = source, size, tuple(crop_sizes)
         self.jitter, self.seed, self.kernel_max, self.crop_centre = jitter, seed, kernel_max, crop_centre
         self.length = len(source.names) if length is None else length
@@ -319,7 +319,8 @@ def _check_source(source):
         raise PpidError(f"{source.root}: no backgrounds to composite on")
 
 
-def _check_crop_centre(crop_centre):
+def check_crop_centre(crop_centre):
+    """A clear error for a `data.crop_centre` outside `CROP_CENTRES` (the config check and the augmenters')."""
     if crop_centre not in CROP_CENTRES:
         raise PpidError(f"data.crop_centre must be one of {', '.join(CROP_CENTRES)}, got {crop_centre!r}")
 
