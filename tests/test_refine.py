@@ -1,6 +1,7 @@
 """Refine mode: the trimap rule, the Predictor and CLI paths, and `ppid evaluate --refine`."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -104,3 +105,43 @@ def test_predict_and_evaluate_cli_refine(weights, tmp_path, capsys):
     assert saved["refine"]["rule"] == {"low": 0.45, "high": 0.55, "width": "auto"}  # which rule made the refine row
     assert (tmp_path / saved["refine"]["teacher"]).resolve() == weights["indexnet_teacher"].resolve()
     assert set(saved["summaries"]) == {"student", "student -> refine", "teacher"}
+
+
+def test_refine_says_when_the_student_found_nothing(weights, tmp_path, capsys):
+    """A student whose alpha never exceeds LOW gives an all-background trimap: the refined matte is
+    empty, and the Predictor, `ppid predict` (naming the file) and `ppid evaluate` (counting) say so
+    instead of passing it off as a cut-out or a collapsed model."""
+    from ppid.data.synth import synthesize
+    from ppid.data.testset import build_testset
+
+    torch.manual_seed(0)
+    blind = build("indexnet", "student", revision=1)  # revision 1: a ReLU6 head
+    with torch.no_grad():
+        blind.head[0][1].bias.fill_(-1e3)  # ReLU6 gives 0 everywhere: alpha 0.5 everywhere, below LOW 0.6
+    save_model(blind, tmp_path / "blind.safetensors")
+    photo = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+    rule = ("0.6", "0.9", "auto")
+    predictor = ppid.Predictor(tmp_path / "blind.safetensors", device="cpu", refine=weights["indexnet_teacher"], refine_rule=rule)
+    with pytest.warns(UserWarning, match=r"never exceeds LOW \(0.6\).*refined matte is empty"):
+        assert not predictor.predict(photo).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a student that finds something: no such warning
+        ppid.Predictor(weights["indexnet_student"], device="cpu", refine=weights["indexnet_teacher"],
+                       refine_rule=(0.05, 0.95, "auto")).predict(photo)
+
+    synthesize(tmp_path / "src", 2, seed=1, size=(64, 64), workers=1)
+    build_testset(tmp_path / "src" / "fg", tmp_path / "src" / "alpha", tmp_path / "src" / "bg", 1, tmp_path / "test",
+                  split=tmp_path / "src" / "split.txt")
+    merged = sorted((tmp_path / "test" / "merged").iterdir())
+    assert main(["predict", "--model", str(tmp_path / "blind.safetensors"), "--refine", str(weights["indexnet_teacher"]),
+                 "--refine-rule", *rule, str(merged[0]), "--out", str(tmp_path / "out"), "--save", "alpha", "--device", "cpu"]) == 0
+    assert f"ppid predict: warning: {merged[0]}: refine: the student's alpha never exceeds LOW" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tmp_path / "blind.safetensors"), "--label", "blind", "--refine",
+                 str(weights["indexnet_teacher"]), "--refine-rule", *rule, "--data", str(tmp_path / "test"),
+                 "--device", "cpu", "--json", str(tmp_path / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: blind -> refine: 2 of 2 refined mattes are empty: the student's alpha never exceeds LOW (0.6)" in out
+    assert "warning: blind predicted a flat alpha" in out  # the student alone: a dead head, as before
+    assert "blind -> refine predicted a flat alpha" not in out  # its empty mattes are not counted twice
+    summaries = json.loads((tmp_path / "eval.json").read_text())["summaries"]
+    assert summaries["blind -> refine"]["empty_refined_mattes"] == 2 and "empty_refined_mattes" not in summaries["blind"]

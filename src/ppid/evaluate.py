@@ -368,12 +368,16 @@ def empty_matte_summary(testset):
 def evaluate_model(model, testset, device, max_items=None, amp=None, refiner=None, rule=None):
     """Summary of one model on a built test set: whole image, and transition region when the test
     set has trimaps. `flat_predictions` counts the images whose matte it predicted flat (`is_flat`);
-    equal to `count`, the model has collapsed (the metrics then measure a near-constant matte)."""
+    equal to `count`, the model has collapsed (the metrics then measure a near-constant matte).
+    With `refiner`, `empty_refined_mattes` counts the refined mattes that are zero everywhere: the
+    student's alpha never exceeded the rule's LOW there (refine.found_nothing)."""
     rows = predict_testset(model, testset, device, max_items, amp, refiner, rule)
     region = "both" if all(r[3] is not None for r in rows) else "whole"
     clamping = "trimap" if model.role == "teacher" else "derived trimap" if refiner is not None else "none"
     summary = evaluate_arrays(rows, region=region, clamping=clamping)[1]
     summary["flat_predictions"] = sum(is_flat(r[1]) for r in rows)
+    if refiner is not None:  # all zero: the derived trimap was all background (refine.found_nothing)
+        summary["empty_refined_mattes"] = sum(not r[1].any() for r in rows)
     return summary
 
 
@@ -448,9 +452,13 @@ def _run_models(args):
             summaries[f"{label} -> refine"] = evaluate_model(model, testset, device, refiner=refiner, rule=rule)
     print(format_comparison(summaries))
     for label, summary in summaries.items():
-        if summary["flat_predictions"]:
+        empty = summary.get("empty_refined_mattes", 0)
+        if empty:
+            print(f"warning: {label}: {empty} of {summary['count']} refined mattes are empty: the student's alpha never "
+                  f"exceeds LOW ({rule['low']}) there, so the derived trimap is all background (a lower LOW reaches fainter objects)")
+        if summary["flat_predictions"] - empty:
             print(f"warning: {label} predicted a flat alpha (fewer than {FLAT_LEVELS} of 256 levels) for "
-                  f"{summary['flat_predictions']} of {summary['count']} images (a dead alpha head when it is all of them)")
+                  f"{summary['flat_predictions'] - empty} of {summary['count']} images (a dead alpha head when it is all of them)")
     if args.json:
         where = args.json.parent
         doc = {"models": {label: relative_to_folder(p, where) for label, p in zip(labels, args.model)},

@@ -31,7 +31,7 @@ from .data.compose import composite as compose
 from .foreground import estimate_foreground
 from .io import IMAGE_EXTENSIONS, exif_upright, list_images, pil_to_rgb, read_image, read_trimap, snap_trimap, write_image
 from .models.common import STRIDE, clamp_to_trimap
-from .refine import AUTO_SCALE, HIGH, LOW, WIDTH, check_refiner, parse_rule
+from .refine import AUTO_SCALE, HIGH, LOW, NOTHING_FOUND, WIDTH, check_refiner, found_nothing, parse_rule
 from .refine import refine as refine_alpha
 
 OUTPUT_KINDS = ("alpha", "rgba", "fg", "composite")
@@ -226,7 +226,9 @@ class Predictor:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             if self.refiner is not None:
-                alpha = refine_alpha(self.model, self.refiner, x, **self.rule, run=self._tiled_alpha)[0]
+                alpha, derived, _ = refine_alpha(self.model, self.refiner, x, **self.rule, run=self._tiled_alpha)
+                if found_nothing(derived).all():
+                    warnings.warn(NOTHING_FOUND.format(low=self.rule["low"]))
             else:
                 alpha = self._tiled_alpha(self.model, x, t)
         if alpha.shape[-2:] != (h, w):
@@ -396,7 +398,11 @@ def run(args):
                 bar.write(f"ppid predict: warning: {w.message}", file=sys.stderr)
             if predictor.needs_trimap and trimaps[path] is None:
                 raise PpidError(f"{path}: no trimap named {path.stem}.* in {args.trimap}")
-            _write_outputs(predictor, path, image, trimaps[path], kinds, background, args.out)
+            with warnings.catch_warnings(record=True) as caught:  # the model's warnings, named by the file
+                warnings.simplefilter("always")
+                _write_outputs(predictor, path, image, trimaps[path], kinds, background, args.out)
+            for w in caught:
+                bar.write(f"ppid predict: warning: {path}: {w.message}", file=sys.stderr)
         except PpidError as err:
             failed += 1
             bar.write(f"ppid predict: error: {err}", file=sys.stderr)

@@ -78,6 +78,16 @@ def trimap_from_alpha(alpha, low=LOW, high=HIGH, width=WIDTH, auto_scale=AUTO_SC
     return torch.where(unknown, torch.full_like(alpha, 0.5), fg.to(alpha.dtype))
 
 
+NOTHING_FOUND = ("refine: the student's alpha never exceeds LOW ({low}), so the derived trimap is all background "
+                 "and the refined matte is empty (a lower LOW reaches fainter objects)")
+
+
+def found_nothing(trimap):
+    """(N,) bool: the derived trimap is all background, i.e. the student's alpha never exceeds the
+    rule's LOW on that image; the teacher then has nothing to refine and the refined matte is empty."""
+    return (trimap == 0).flatten(1).all(dim=1)
+
+
 def check_refiner(model, path):
     if model.role != "teacher":
         raise PpidError(f"{path}: --refine needs a trimap-based teacher, got a {model.role}")
