@@ -140,7 +140,7 @@ def test_refine_says_when_the_student_found_nothing(weights, tmp_path, capsys):
                  str(weights["indexnet_teacher"]), "--refine-rule", *rule, "--data", str(tmp_path / "test"),
                  "--device", "cpu", "--json", str(tmp_path / "eval.json")]) == 0
     out = capsys.readouterr().out
-    assert "warning: blind -> refine: 2 of 2 refined mattes are empty: the student's alpha never exceeds LOW (0.6)" in out
+    assert "warning: blind -> refine: on 2 of 2 images the student's alpha never exceeds LOW (0.6)" in out
     assert "warning: blind predicted a flat alpha" in out  # the student alone: a dead head, as before
     assert "blind -> refine predicted a flat alpha" not in out  # its empty mattes are not counted twice
     summaries = json.loads((tmp_path / "eval.json").read_text())["summaries"]

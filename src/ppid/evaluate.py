@@ -440,7 +440,7 @@ def _run_models(args):
     refiner = load_model(args.refine, device=device) if args.refine else None
     rule = None
     if refiner is not None:
-        from .refine import check_refiner, parse_rule
+        from .refine import NOTHING_FOUND, check_refiner, parse_rule
 
         check_refiner(refiner, args.refine)
         rule = parse_rule(args.refine_rule)
@@ -454,8 +454,7 @@ def _run_models(args):
     for label, summary in summaries.items():
         empty = summary.get("empty_refined_mattes", 0)
         if empty:
-            print(f"warning: {label}: {empty} of {summary['count']} refined mattes are empty: the student's alpha never "
-                  f"exceeds LOW ({rule['low']}) there, so the derived trimap is all background (a lower LOW reaches fainter objects)")
+            print(f"warning: {label}: on {empty} of {summary['count']} images {NOTHING_FOUND.format(low=rule['low'])}")
         if summary["flat_predictions"] - empty:
             print(f"warning: {label} predicted a flat alpha (fewer than {FLAT_LEVELS} of 256 levels) for "
                   f"{summary['flat_predictions'] - empty} of {summary['count']} images (a dead alpha head when it is all of them)")

@@ -228,7 +228,7 @@ class Predictor:
             if self.refiner is not None:
                 alpha, derived, _ = refine_alpha(self.model, self.refiner, x, **self.rule, run=self._tiled_alpha)
                 if found_nothing(derived).all():
-                    warnings.warn(NOTHING_FOUND.format(low=self.rule["low"]))
+                    warnings.warn("refine: " + NOTHING_FOUND.format(low=self.rule["low"]))
             else:
                 alpha = self._tiled_alpha(self.model, x, t)
         if alpha.shape[-2:] != (h, w):

@@ -78,8 +78,8 @@ def trimap_from_alpha(alpha, low=LOW, high=HIGH, width=WIDTH, auto_scale=AUTO_SC
     return torch.where(unknown, torch.full_like(alpha, 0.5), fg.to(alpha.dtype))
 
 
-NOTHING_FOUND = ("refine: the student's alpha never exceeds LOW ({low}), so the derived trimap is all background "
-                 "and the refined matte is empty (a lower LOW reaches fainter objects)")
+NOTHING_FOUND = ("the student's alpha never exceeds LOW ({low}), so the derived trimap is all background and the "
+                 "refined matte is empty (a lower LOW reaches fainter objects)")
 
 
 def found_nothing(trimap):
