@@ -87,6 +87,15 @@ def kaiming_init(model):
             nn.init.zeros_(m.bias)
 
 
+def check_build_options(family, options, revision=None):
+    """What every family's `build` refuses: options it does not take, an unknown revision (the
+    families with revisions have 1 and 2)."""
+    if options:
+        raise PpidError(f"{family} takes no build options, got {', '.join(sorted(options))}")
+    if revision is not None and revision not in (1, 2):
+        raise PpidError(f"{family} revision {revision!r}: expected 1 or 2")
+
+
 def clamp_to_trimap(alpha, trimap):
     """A teacher's alpha with the trimap's known regions imposed (trimap in {0, 0.5, 1}), as the
     trimap-based originals report it."""

@@ -27,8 +27,7 @@ feature skips (only pooling indices), so that is everywhere Fbar goes.
 
 import torch.nn as nn
 
-from .. import PpidError
-from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, kaiming_init
+from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, check_build_options, kaiming_init
 
 ENCODER_WIDTHS = (64, 128, 256, 512, 512)
 ENCODER_DEPTHS = (2, 2, 3, 3, 3)
@@ -122,8 +121,5 @@ class DIMNet(MattingNet):
 
 
 def build(role, cross_layer=False, revision=REVISION, **options):
-    if options:
-        raise PpidError(f"dim takes no build options, got {', '.join(sorted(options))}")
-    if revision not in (1, 2):
-        raise PpidError(f"dim revision {revision!r}: expected 1 or 2")
+    check_build_options("dim", options, revision)
     return DIMNet(role, cross_layer=cross_layer, revision=revision)

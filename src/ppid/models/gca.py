@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .. import PpidError
-from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention
+from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, check_build_options
 
 ENCODER_WIDTHS = (32, 64, 128, 256, 512)  # tap widths at strides 2, 4, 8, 16, 32
 ENCODER_DEPTHS = (3, 4, 4, 2)  # BasicBlocks in layer1..layer4
@@ -321,6 +320,5 @@ def refresh_spectral_norm(module, iterations=15):
 
 
 def build(role, cross_layer=False, **options):
-    if options:
-        raise PpidError(f"gca takes no build options, got {', '.join(sorted(options))}")
+    check_build_options("gca", options)
     return GCAMatting(role, cross_layer=cross_layer)

@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import PpidError
-from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, kaiming_init
+from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, check_build_options, kaiming_init
 
 REVISION = 2  # 1: the head with ReLU6 (every IndexNet result before 2026-11-27); 2: without
 
@@ -239,8 +239,5 @@ class IndexNet(MattingNet):
 
 
 def build(role, cross_layer=False, revision=REVISION, **options):
-    if options:
-        raise PpidError(f"indexnet takes no build options, got {', '.join(sorted(options))}")
-    if revision not in (1, 2):
-        raise PpidError(f"indexnet revision {revision!r}: expected 1 or 2")
+    check_build_options("indexnet", options, revision)
     return IndexNet(role, cross_layer=cross_layer, revision=revision)
