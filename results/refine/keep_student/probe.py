@@ -2,7 +2,9 @@
 
 One pass of the student and one of the teacher per composite; each KEEP combines them afterwards:
 inside the derived band the student's alpha where |2 alpha - 1| >= KEEP, the teacher's elsewhere;
-outside the band the derived trimap (0 / 1). "current" is today's refine output exactly.
+outside the band the derived trimap (0 / 1). "current" is today's refine output exactly. Each
+image's `unsure` (the share of pixels where LOW < student alpha < HIGH, refine's defaults) is kept
+for the per-image gate (gate.md, gate.py).
 
     PYTHONPATH=src python results/refine/keep_student/probe.py --split val
     PYTHONPATH=src python results/refine/keep_student/probe.py --split test --keep K
@@ -18,7 +20,7 @@ import torch
 from ppid.data.datasets import CompositeTestSet
 from ppid.metrics import sad
 from ppid.models import load_model
-from ppid.refine import refine
+from ppid.refine import HIGH, LOW, refine
 
 ROOT = Path(__file__).resolve().parents[3]
 TEACHER = "results/reproduce/cpu_small/runs/indexnet/teacher/seed2/model_best.safetensors"
@@ -43,10 +45,11 @@ def probe(student_path, teacher, data, keeps):
             image = torch.from_numpy(item["image"]).permute(2, 0, 1)[None]
             refined, trimap, alone = (t[0, 0].numpy() for t in refine(student, teacher, image, **RULE))
             gt = item["alpha"]
-            row = {"name": item["name"], "group": item["group"], "alone": sad(alone, gt), "current": sad(refined, gt)}
+            row = {"name": item["name"], "group": item["group"], "unsure": float(((alone > LOW) & (alone < HIGH)).mean()),
+                   "alone": sad(alone, gt), "current": sad(refined, gt)}
             row.update({f"keep={k}": sad(keep_student(refined, trimap, alone, k), gt) for k in keeps})
             rows.append(row)
-    columns = [c for c in rows[0] if c not in ("name", "group")]
+    columns = [c for c in rows[0] if c not in ("name", "group", "unsure")]
     groups = {"whole": rows}
     for g in sorted({r["group"] for r in rows}):
         groups[g] = [r for r in rows if r["group"] == g]
