@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# One lent-GPU command: more seeds of the 6000-iteration pair of results/long_schedule/ (the
+# baseline and the PPID student of teacher 2, float32, differing only in `mode` and the teacher),
+# every run in its own process, all started at once so that they share the device. Teacher 2's
+# weights come with the command (carry results/reproduce/cpu_small/runs/indexnet/teacher/seed2/
+# model_best.safetensors, 24 MB); the data (131 MB, too large to carry) is rebuilt by the plan
+# (`ppid reproduce --max-runs 0`, the same seeded build as this machine's).
+#
+# Sizing: from PROBE_S seconds on, once every run has logged step 50, each run's step rate (the
+# samples/s of its log.jsonl, the first step and start-up left out) gives the time it still needs,
+# validations counted as 20 steps each; while the slowest run would finish after the deadline, the
+# last seed's pair is stopped (the others then run faster: the estimate errs on the safe side). A
+# pair is stopped whole, never half of it.
+# Whatever finished is evaluated on the test set and packed, without weights, into
+# $OUT/long_schedule.tar.gz with each process's log; the runs cut by the deadline are packed too,
+# their logs marked in session.log.
+#   OUT=/path LIMIT_S=560 SEEDS=1,3,4 bash experiments/gpu_long_schedule.sh
+# On the CPU, to check the script itself (this machine's data):
+#   OUT=/tmp/o DEVICE=cpu ITERATIONS=10 SEEDS=1 PROBE_S=20 LIMIT_S=400 DATA=results/reproduce/cpu_small/data bash ...
+set -uo pipefail
+py=${PY:-python3}
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+IFS=, read -ra seeds <<< "${SEEDS:?SEEDS, e.g. 1,3,4}"
+device=${DEVICE:-cuda}; iterations=${ITERATIONS:-6000}; probe_s=${PROBE_S:-90}
+work=${WORK:-/tmp/long_schedule_gpu}
+teacher=results/reproduce/cpu_small/runs/indexnet/teacher/seed2/model_best.safetensors
+mkdir -p "$OUT" "$work/logs"
+deadline=$((SECONDS + ${LIMIT_S:-540} - ${MARGIN_S:-90}))  # the margin: test-set evaluations and the packing
+log() { echo "$*" | tee -a "$OUT/session.log"; }
+[ -f "$teacher" ] || { log "teacher 2's weights are missing: carry $teacher"; exit 1; }
+{ nvidia-smi -L; "$py" -c "import torch; print('torch', torch.__version__)"; } > "$OUT/env.txt" 2>&1
+data=${DATA:-$work/plan/data}  # DATA: a built copy of the plan's data (this machine's, say)
+if [ -z "${DATA:-}" ]; then  # the plan's data only, in a folder of its own (its report stays out of the checkout)
+  "$py" -m ppid reproduce --budget cpu_small --tables 1 --families indexnet --seeds 0 \
+    --out "$work/plan" --max-runs 0 >> "$OUT/session.log" 2>&1
+fi
+[ -d "$data/train" ] || { log "no data at $data (see session.log)"; exit 1; }
+log "data ready at ${SECONDS}s"
+
+declare -A pid
+for seed in "${seeds[@]}"; do
+  for kind in baseline ppid_teacher2; do
+    name=${kind}_seed${seed}_6000
+    "$py" -m ppid train --config "results/long_schedule/${kind}_seed0_6000.json" --set train.seed="$seed" \
+      --set train.device="$device" --set optim.iterations="$iterations" --set name="indexnet_$name" \
+      --set data.train_root="$data/train" --set data.val_root="$data/val" --out "$work/$name" > "$work/logs/$name.log" 2>&1 &
+    pid[$name]=$!  # the trainer itself, so that stopping a pair stops its processes
+  done
+done
+
+# Seconds run NAME still needs, from the step rate of its log's last rows (samples/s over the last
+# 50 steps), its validations at 20 steps each; -1 until it has logged step 50 (or its last).
+needs() {
+  "$py" - "$work/$1/log.jsonl" "$iterations" <<'EOF'
+import json, sys
+path, iterations = sys.argv[1], int(sys.argv[2])
+try:
+    rows = [json.loads(line) for line in open(path)]
+except OSError:
+    rows = []
+steps = [r for r in rows if "samples_per_s" in r and r["step"] >= min(50, iterations)]
+if not steps:
+    print(-1); sys.exit()
+per_step = 8 / min(r["samples_per_s"] for r in steps[-3:])  # batch 8; the slowest recent window
+validations = -(-iterations // 500) - sum(r.get("event") == "validation" for r in rows)
+print(int((iterations - steps[-1]["step"] + 20 * validations) * per_step))
+EOF
+}
+
+sleep "$probe_s"
+kept=("${seeds[@]}")
+while [ ${#kept[@]} -gt 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
+  slowest=0
+  for seed in "${kept[@]}"; do
+    for kind in baseline ppid_teacher2; do
+      n=$(needs "${kind}_seed${seed}_6000"); [ "$n" -lt 0 ] && slowest=-1 && break 2
+      [ "$n" -gt "$slowest" ] && slowest=$n
+    done
+  done
+  if [ "$slowest" -lt 0 ]; then sleep 15; continue; fi  # a run has not logged step 50 yet
+  log "probe at ${SECONDS}s: seeds ${kept[*]}, the slowest run needs about ${slowest}s more, $((deadline - SECONDS))s left"
+  [ $((SECONDS + slowest)) -le "$deadline" ] && break
+  last=${kept[-1]}; unset 'kept[-1]'
+  kill "${pid[baseline_seed${last}_6000]}" "${pid[ppid_teacher2_seed${last}_6000]}" 2>/dev/null
+  log "stopped the seed-$last pair: it would not finish in time"
+  sleep 30
+done
+
+for name in "${!pid[@]}"; do
+  remaining=$((deadline - SECONDS)); [ "$remaining" -lt 1 ] && remaining=1
+  timeout "$remaining" tail --pid="${pid[$name]}" -f /dev/null || { kill "${pid[$name]}" 2>/dev/null; log "$name cut by the deadline"; }
+done
+for seed in "${kept[@]}"; do
+  for kind in baseline ppid_teacher2; do
+    name=${kind}_seed${seed}_6000
+    if [ -f "$work/$name/model_best.safetensors" ] && grep -q '"step": '"$iterations" "$work/$name/log.jsonl"; then
+      "$py" -m ppid evaluate --model "$work/$name/model_best.safetensors" --data "$data/test" \
+        --region both --json "$work/$name/test.json" --device "$device" >> "$work/logs/$name.log" 2>&1
+      log "$name: test whole-image SAD $("$py" -c 'import json, sys; s = next(iter(json.load(open(sys.argv[1]))["summaries"].values())); print(round(s["results"]["whole"]["all"]["sad"], 3))' "$work/$name/test.json")"
+    fi
+  done
+done
+for f in "$work"/logs/*.log; do tr '\r' '\n' < "$f" | grep -v 'it/s' > "$f.tmp" && mv "$f.tmp" "$f"; done  # progress bars out
+tar czf "$OUT/long_schedule.tar.gz" -C "$work" --exclude='*.safetensors' --exclude='*.pt' --exclude=images .
+log "packed at ${SECONDS}s"
