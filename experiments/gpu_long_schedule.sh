@@ -43,7 +43,7 @@ for seed in "${seeds[@]}"; do
     name=${kind}_seed${seed}_6000
     "$py" -m ppid train --config "results/long_schedule/${kind}_seed0_6000.json" --set train.seed="$seed" \
       --set train.device="$device" --set optim.iterations="$iterations" --set name="indexnet_$name" \
-      --set data.train_root="$data/train" --set data.val_root="$data/val" --out "$work/$name" > "$work/logs/$name.log" 2>&1 &
+      --set data.train_root="$data/train" --set data.val_root="$data/val" --set data.workers="${WORKERS:-2}" --out "$work/$name" > "$work/logs/$name.log" 2>&1 &
     pid[$name]=$!  # the trainer itself, so that stopping a pair stops its processes
   done
 done
@@ -90,15 +90,20 @@ for name in "${!pid[@]}"; do
   remaining=$((deadline - SECONDS)); [ "$remaining" -lt 1 ] && remaining=1
   timeout "$remaining" tail --pid="${pid[$name]}" -f /dev/null || { kill "${pid[$name]}" 2>/dev/null; log "$name cut by the deadline"; }
 done
+finished=()
 for seed in "${kept[@]}"; do
   for kind in baseline ppid_teacher2; do
     name=${kind}_seed${seed}_6000
     if [ -f "$work/$name/model_best.safetensors" ] && grep -q '"step": '"$iterations" "$work/$name/log.jsonl"; then
-      "$py" -m ppid evaluate --model "$work/$name/model_best.safetensors" --data "$data/test" \
-        --region both --json "$work/$name/test.json" --device "$device" >> "$work/logs/$name.log" 2>&1
-      log "$name: test whole-image SAD $("$py" -c 'import json, sys; s = next(iter(json.load(open(sys.argv[1]))["summaries"].values())); print(round(s["results"]["whole"]["all"]["sad"], 3))' "$work/$name/test.json")"
+      finished+=("$name")
+      "$py" -m ppid evaluate --model "$work/$name/model_best.safetensors" --data "$data/test" --workers 2 \
+        --region both --json "$work/$name/test.json" --device "$device" >> "$work/logs/$name.log" 2>&1 &
     fi
   done
+done
+wait  # the test-set evaluations, side by side
+for name in "${finished[@]}"; do
+  log "$name: test whole-image SAD $("$py" -c 'import json, sys; s = next(iter(json.load(open(sys.argv[1]))["summaries"].values())); print(round(s["results"]["whole"]["all"]["sad"], 3))' "$work/$name/test.json")"
 done
 for f in "$work"/logs/*.log; do tr '\r' '\n' < "$f" | grep -v 'it/s' > "$f.tmp" && mv "$f.tmp" "$f"; done  # progress bars out
 tar czf "$OUT/long_schedule.tar.gz" -C "$work" --exclude='*.safetensors' --exclude='*.pt' --exclude=images .
