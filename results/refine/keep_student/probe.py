@@ -3,8 +3,8 @@
 One pass of the student and one of the teacher per composite; each KEEP combines them afterwards:
 inside the derived band the student's alpha where |2 alpha - 1| >= KEEP, the teacher's elsewhere;
 outside the band the derived trimap (0 / 1). "current" is today's refine output exactly. Each
-image's `unsure` (the share of pixels where LOW < student alpha < HIGH, refine's defaults) is kept
-for the per-image gate (gate.md, gate.py).
+image's `unsure` (the share of pixels where LOW < student alpha < HIGH, refine's defaults) and
+`opaque` (`opaque_share`) are kept for the per-image gates (gate.md, gate.py).
 
     PYTHONPATH=src python results/refine/keep_student/probe.py --split val
     PYTHONPATH=src python results/refine/keep_student/probe.py --split test --keep K
@@ -37,6 +37,13 @@ def keep_student(refined, trimap, alone, keep):
     return np.where(decisive, alone, refined)
 
 
+def opaque_share(alone):
+    """The share of what the student calls object (alpha > 0.5) that it makes opaque (>= HIGH); 0
+    where it calls nothing object."""
+    found = alone > 0.5
+    return float((alone >= HIGH).sum() / found.sum()) if found.any() else 0.0
+
+
 def probe(student_path, teacher, data, keeps):
     student = load_model(ROOT / student_path).eval()
     rows = []
@@ -46,10 +53,10 @@ def probe(student_path, teacher, data, keeps):
             refined, trimap, alone = (t[0, 0].numpy() for t in refine(student, teacher, image, **RULE))
             gt = item["alpha"]
             row = {"name": item["name"], "group": item["group"], "unsure": float(((alone > LOW) & (alone < HIGH)).mean()),
-                   "alone": sad(alone, gt), "current": sad(refined, gt)}
+                   "opaque": opaque_share(alone), "alone": sad(alone, gt), "current": sad(refined, gt)}
             row.update({f"keep={k}": sad(keep_student(refined, trimap, alone, k), gt) for k in keeps})
             rows.append(row)
-    columns = [c for c in rows[0] if c not in ("name", "group", "unsure")]
+    columns = [c for c in rows[0] if c not in ("name", "group", "unsure", "opaque")]
     groups = {"whole": rows}
     for g in sorted({r["group"] for r in rows}):
         groups[g] = [r for r in rows if r["group"] == g]
