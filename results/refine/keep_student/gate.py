@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-GRIDS = {"unsure": [0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 1.0],  # 0: never kept (today's rule)
-         "opaque": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 2.0]}  # 2: never kept (today's rule)
+GRIDS = {"unsure": [0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 1.0],
+         "opaque": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 2.0]}
+NEVER = {"unsure": 0.0, "opaque": 2.0}  # the S that never keeps the student: today's rule
 TEACHER_TRUE_TRIMAP = 2.09  # teacher 2's whole-image test SAD with the true trimap (its result.json)
 
 
@@ -36,8 +37,7 @@ def main():
     args = parser.parse_args()
     if args.split == "test" and args.gate is None:
         parser.error("--split test needs the --gate chosen on validation")
-    never = GRIDS[args.signal][0] if args.signal == "unsure" else GRIDS[args.signal][-1]
-    gates = GRIDS[args.signal] if args.split == "val" else sorted({never, args.gate})
+    gates = GRIDS[args.signal] if args.split == "val" else sorted({NEVER[args.signal], args.gate})
     here = Path(__file__).parent
     probe = json.loads((here / f"{args.split}.json").read_text())
     out = {"split": args.split, "signal": args.signal, "gates": gates, "students": []}
