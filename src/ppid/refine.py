@@ -58,12 +58,17 @@ def parse_rule(words=None):
     return rule
 
 
+def unsure_share(alpha):
+    """(N,) each image's share of pixels where LOW < alpha < HIGH, for alpha (N, 1, H, W): how
+    unsure the student is of it (the automatic width's signal)."""
+    return ((alpha > LOW) & (alpha < HIGH)).float().mean(dim=(1, 2, 3))
+
+
 def band_widths(alpha, width=WIDTH, auto_scale=AUTO_SCALE):
     """Each image's band width (a list of N shares of the shorter side) for alpha (N, 1, H, W)."""
     if width != "auto":
         return [width] * alpha.shape[0]
-    unsure = ((alpha > LOW) & (alpha < HIGH)).float().mean(dim=(1, 2, 3))
-    return (auto_scale * unsure).tolist()
+    return (auto_scale * unsure_share(alpha)).tolist()
 
 
 def trimap_from_alpha(alpha, low=LOW, high=HIGH, width=WIDTH, auto_scale=AUTO_SCALE):

@@ -3,7 +3,7 @@
 One pass of the student and one of the teacher per composite; each KEEP combines them afterwards:
 inside the derived band the student's alpha where |2 alpha - 1| >= KEEP, the teacher's elsewhere;
 outside the band the derived trimap (0 / 1). "current" is today's refine output exactly. Each
-image's `unsure` (the share of pixels where LOW < student alpha < HIGH, refine's defaults) and
+image's `unsure` (`refine.unsure_share`, the automatic band width's signal) and
 `opaque` (`opaque_share`) are kept for the per-image gates (gate.md, gate.py).
 
     PYTHONPATH=src python results/refine/keep_student/probe.py --split val
@@ -20,7 +20,7 @@ import torch
 from ppid.data.datasets import CompositeTestSet
 from ppid.metrics import sad
 from ppid.models import load_model
-from ppid.refine import HIGH, LOW, refine
+from ppid.refine import HIGH, refine, unsure_share
 
 ROOT = Path(__file__).resolve().parents[3]
 TEACHER = "results/reproduce/cpu_small/runs/indexnet/teacher/seed2/model_best.safetensors"
@@ -50,9 +50,11 @@ def probe(student_path, teacher, data, keeps):
     with torch.no_grad():
         for item in data:
             image = torch.from_numpy(item["image"]).permute(2, 0, 1)[None]
-            refined, trimap, alone = (t[0, 0].numpy() for t in refine(student, teacher, image, **RULE))
+            refined, trimap, alone = refine(student, teacher, image, **RULE)
+            unsure = float(unsure_share(alone)[0])
+            refined, trimap, alone = (t[0, 0].numpy() for t in (refined, trimap, alone))
             gt = item["alpha"]
-            row = {"name": item["name"], "group": item["group"], "unsure": float(((alone > LOW) & (alone < HIGH)).mean()),
+            row = {"name": item["name"], "group": item["group"], "unsure": unsure,
                    "opaque": opaque_share(alone), "alone": sad(alone, gt), "current": sad(refined, gt)}
             row.update({f"keep={k}": sad(keep_student(refined, trimap, alone, k), gt) for k in keeps})
             rows.append(row)
