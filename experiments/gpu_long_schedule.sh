@@ -77,9 +77,9 @@ except OSError:
 steps = [r for r in rows if "samples_per_s" in r and r["step"] >= min(50, iterations)]
 if not steps:
     print(-1); sys.exit()
-per_step = 8 / min(r["samples_per_s"] for r in steps[-3:])  # batch 8; the slowest recent window
+per_step = 8 / sorted(r["samples_per_s"] for r in steps[-3:])[len(steps[-3:]) // 2]  # batch 8; the median recent window
 validations = -(-iterations // 500) - sum(r.get("event") == "validation" for r in rows)
-print(int((iterations - steps[-1]["step"] + 20 * validations) * per_step))
+print(int((iterations - steps[-1]["step"] + 100 * validations) * per_step))
 PY
 }
 
