@@ -249,6 +249,22 @@ def test_distillation_ratios_logged_from_the_first_step_and_dominant_terms_warne
     assert "ald_f" in warned and len(warned) == len(set(warned))  # once per term, not at every log step
 
 
+def test_distillation_stops_at_distill_until(dataset, teachers, tmp_path):
+    """distill.until: the share of the schedule that distils; the rest trains on L_alpha alone."""
+    cfg = tiny(dataset, tmp_path / "u", mode="ppid", distill={"teacher": str(teachers["indexnet"]), "until": 0.5})
+    train(load_config(None, cfg))
+    rows = list(map(json.loads, (tmp_path / "u" / "log.jsonl").read_text().splitlines()))
+    steps = [r for r in rows if "event" not in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    assert all("distill" in r and "ald_f" in r for r in steps[:2])
+    assert all("distill" not in r and not any(k.startswith(("clsd_", "ald_", "ratio_")) for k in r) for r in steps[2:])
+    assert all(r["total"] == pytest.approx(r["alpha"]) for r in steps[2:])
+    assert [r["step"] for r in rows if r.get("event") == "distillation_off"] == [2]
+    for bad in (0, 1.5, "half", True):
+        with pytest.raises(PpidError, match="distill.until must be a share"):
+            load_config(None, {"distill": {"until": bad}})
+
+
 def test_a_dead_alpha_head_is_reported_once(dataset, tmp_path, monkeypatch, capsys):
     """IndexNet's revision-1 one-channel BN + ReLU6 head can die (a cpu_small PPID seed did): alpha is then
     0.5 everywhere and never trains again. The log and the console say so at the next log step."""

@@ -34,6 +34,9 @@ DEFAULTS = {
         "attention_norm": "fgd",  # ALD's M: softmax | positions | fgd (docs/training.md, calibration)
         "gc_ratio": 2,
         "reduction": "mean",  # CLSD squared error: mean over elements | sum over C,H,W (diverges, docs/training.md)
+        # share of optim.iterations that distils; the steps after it train on L_alpha alone, without
+        # the teacher (not the paper's: a diagnostic of a late-schedule cost, results/long_schedule)
+        "until": 1.0,
     },
     "data": {
         "train_root": None,  # fg/alpha/bg dataset folder (synthetic, custom, Adobe, D646)
@@ -82,7 +85,7 @@ DEFAULTS = {
 # behaviour from before them: an old config without the key means this value (reproduce's run
 # hashes and train's resume warning rely on it).
 ADDED_LATER = {"distill.cross_family": False, "train.compile": False, "data.trimap_kernel_max": 30,
-               "data.crop_centre": "transition"}
+               "data.crop_centre": "transition", "distill.until": 1.0}
 
 MODES = ("teacher", "student", "ppid")
 AMPS = ("bf16", "fp16", "none", "bf16-always")  # train.amp
@@ -182,6 +185,8 @@ def validate(cfg):
         raise PpidError(f"distill.local must be none|ld|ald|ald_f|ald_a, got {d['local']!r}")
     if d["attention_norm"] not in ("softmax", "positions", "fgd"):
         raise PpidError(f"distill.attention_norm must be softmax|positions|fgd, got {d['attention_norm']!r}")
+    if isinstance(d["until"], bool) or not isinstance(d["until"], (int, float)) or not 0 < d["until"] <= 1:
+        raise PpidError(f"distill.until must be a share of the iterations in (0, 1], got {d['until']!r}")
     if cfg["mode"] == "ppid" and not d["teacher"]:
         raise PpidError("mode ppid needs distill.teacher (the trained teacher's weights file)")
     check_crop_centre(cfg["data"]["crop_centre"])

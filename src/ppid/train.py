@@ -241,7 +241,7 @@ class Objective(nn.Module):
         out = self.model(batch["image"], trimap)
         terms = alpha_loss(out.alpha_logits, batch["alpha"], batch["trimap"])
         total = terms["alpha"]
-        if self.mode == "ppid":
+        if self.mode == "ppid" and teacher_out is not None:  # None: past distill.until
             distill = {}
             taps = out if self.adapters is None else self.adapters(out, teacher_out)
             if self.clsd is not None:
@@ -541,7 +541,10 @@ def _train(cfg, resume, stop, on_exit):
 
     trained = objective
     if world > 1:
-        trained = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if use_cuda else None)
+        # Past distill.until the distillation modules get no gradient, which DDP must be told of.
+        partial = cfg["mode"] == "ppid" and cfg["distill"]["until"] < 1
+        trained = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if use_cuda else None,
+                                                      find_unused_parameters=partial)
     if t_cfg["compile"]:  # the wrappers share the parameters: checkpoints still save `objective`
         trained = torch.compile(trained)
         teacher = torch.compile(teacher) if teacher is not None else None
@@ -557,6 +560,7 @@ def _train(cfg, resume, stop, on_exit):
     # (the interpreter's exit would terminate and wait for them forever).
     batches = on_exit.enter_context(contextlib.closing(make_batches(cfg, device, start_step, rank, world, gen_state)))
     iterations = o_cfg["iterations"]
+    distill_steps = math.ceil(cfg["distill"]["until"] * iterations) if teacher is not None else 0
     progress = progress_bar(total=iterations, initial=start_step, enabled=is_main, desc="train")
     tick, seen, norm_peak, clipped = time.perf_counter(), 0, None, 0  # per logging interval
     gen = None
@@ -587,7 +591,10 @@ def _train(cfg, resume, stop, on_exit):
         objective.train()
         if use_cuda and t_cfg["channels_last"]:
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
-        terms, out, teacher_out = forward_losses(trained, teacher, batch, amp)
+        if step == distill_steps and teacher is not None and is_main:
+            logger.log({"event": "distillation_off", "step": step})
+            write_line(f"step {step}: distillation off (distill.until={cfg['distill']['until']}): L_alpha alone from here")
+        terms, out, teacher_out = forward_losses(trained, teacher if step < distill_steps else None, batch, amp)
         loss = terms["total"]
         finite = torch.isfinite(loss)
         if world > 1:  # every rank skips together, or DDP would desynchronise
