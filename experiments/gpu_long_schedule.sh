@@ -6,22 +6,23 @@
 # teacher/seed2/model_best.safetensors, 24 MB); the data (131 MB, too large to carry) is rebuilt by
 # the plan (`ppid reproduce --max-runs 0`, the same seeded build as this machine's).
 #
-# One pair at 6000 iterations needs about as long as one device command may run (session 19's
-# H200 rates: a PPID step 0.06-0.11 s, six processes side by side), so the runs start in sessions of
+# One PPID run of 6000 iterations needs more than one device command may run (session 28 on an
+# H200: 0.089 s a step in float32 and 8.4 s a validation, about 630 s), so the runs start in sessions of
 # their own (setsid) and outlive the command: with EXTRA_S > 0 the command ends at its deadline
 # leaving them training, and the same command, called again at once (the machine stays warm for
 # 30 s), finds them, waits, evaluates and packs. Each call packs what it has.
 #
 # Sizing: from PROBE_S seconds on, once every run has logged step 50, each run's step rate (the
-# samples/s of its log.jsonl, the slowest of its last three windows) gives the time it still needs,
-# validations counted as 20 steps each; while the slowest run would finish after the deadline (this
-# call's, plus EXTRA_S for a follow-up call), the last seed's pair is stopped (the others then run
-# faster: the estimate errs on the safe side). A pair is stopped whole, never half of it.
+# samples/s of its log.jsonl, the median of its last three windows) gives the time it still needs,
+# validations counted as 100 steps each; while the slowest run would finish after the deadline (this
+# call's, plus EXTRA_S for a follow-up call), the last seed's pair is stopped, down to one pair,
+# which trains until the last call's deadline cuts it. A pair is stopped whole, never half of it.
+# (On the H200 two processes and four each ran at the same rate: session 28.)
 # Whatever finished is evaluated on the test set and packed, without weights, into
 # $OUT/long_schedule.tar.gz with each process's log; runs cut by the last call's deadline are packed
 # too, marked in session.log.
-#   OUT=/path LIMIT_S=590 EXTRA_S=120 SEEDS=1,3 bash experiments/gpu_long_schedule.sh   # call 1
-#   OUT=/path LIMIT_S=170 SEEDS=1,3 bash experiments/gpu_long_schedule.sh               # call 2
+#   OUT=/path LIMIT_S=590 EXTRA_S=150 MARGIN_S=45 SEEDS=1,3 bash experiments/gpu_long_schedule.sh  # call 1
+#   OUT=/path LIMIT_S=190 MARGIN_S=45 SEEDS=1,3 bash experiments/gpu_long_schedule.sh              # call 2, at once
 # On the CPU, to check the script itself (this machine's data):
 #   OUT=/tmp/o DEVICE=cpu ITERATIONS=10 SEEDS=1 PROBE_S=20 LIMIT_S=400 DATA=results/reproduce/cpu_small/data bash ...
 set -uo pipefail
@@ -100,6 +101,7 @@ while [ ${#kept[@]} -gt 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
   if [ "$slowest" -lt 0 ]; then sleep 15; continue; fi  # a run has not logged step 50 yet
   log "probe at ${SECONDS}s: seeds ${kept[*]}, the slowest run needs about ${slowest}s more, $((deadline + extra_s - SECONDS))s left"
   [ $((SECONDS + slowest)) -le $((deadline + extra_s)) ] && break
+  [ ${#kept[@]} -eq 1 ] && { log "the last pair trains on (stopping it gains nothing)"; break; }
   last=${kept[-1]}; unset 'kept[-1]'
   for kind in baseline ppid_teacher2; do alive "${kind}_seed${last}_6000" && kill "$(cat "$work/${kind}_seed${last}_6000.pid")"; done
   touch "$work/stopped_seed$last"
