@@ -66,7 +66,7 @@ else
 fi
 
 # Seconds run NAME still needs, from the step rate of its log's last rows (samples/s over the last
-# 50 steps), its validations at 20 steps each; -1 until it has logged step 50 (or its last).
+# 50 steps), its validations at 100 steps each; -1 until it has logged step 50 (or its last).
 needs() {
   "$py" - "$work/$1/log.jsonl" "$iterations" <<'PY'
 import json, sys
