@@ -1,0 +1,91 @@
+"""Reads this folder's 6000-iteration runs by the rules in README.md, from their committed files
+(log.jsonl: the validations; test.json: the test set, read once per model by `ppid evaluate`).
+
+    python results/long_schedule/read_pairs.py
+
+Per seed: each model's val-best (and its step), the pair's verdict by the seed rule ("A second
+pair": PPID's val-best against its own baseline's, 2.0 the yardstick, 7.28 the validation floor),
+and the test SAD per group with the gap closed against teacher 2 (2.09). Then the finished pairs
+together (mean test difference), and the cause test's recovered share r ("The cause test").
+A run still training is shown as such, with its last validation.
+"""
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+TEACHER_SAD, VAL_FLOOR, YARDSTICK, ITERATIONS = 2.09, 7.28, 2.0, 6000
+GROUPS = ("all", "transparent", "non-transparent")
+
+
+def validations(run):
+    rows = [json.loads(line) for line in (HERE / run / "log.jsonl").read_text().splitlines()]
+    sads = {r["step"]: r["summary"]["results"]["whole"]["all"]["sad"] for r in rows if r.get("event") == "validation"}
+    done = any(r.get("step") == ITERATIONS and "samples_per_s" in r for r in rows)
+    return sads, done
+
+
+def val_best(run):
+    sads, done = validations(run)
+    step = min(sads, key=sads.get) if sads else None
+    return (sads[step] if sads else None), step, done, max(sads, default=None)
+
+
+def test_sad(run):
+    path = HERE / run / "test.json"
+    if not path.is_file():
+        return None
+    summary = next(iter(json.loads(path.read_text())["summaries"].values()))
+    return {g: summary["results"]["whole"][g]["sad"] for g in GROUPS}
+
+
+def verdict(v_ppid, v_base):
+    d = v_ppid - v_base
+    words = "helps" if d < -YARDSTICK else "hurts" if d > YARDSTICK else "no difference one pair can resolve"
+    below = [name for name, v in (("PPID", v_ppid), ("baseline", v_base)) if v <= VAL_FLOOR]
+    return words + (f"; below the floor: {', '.join(below)}" if below else "")
+
+
+def main():
+    differences = []
+    for seed in (0, 2):
+        base, ppid = f"baseline_seed{seed}_6000", f"ppid_teacher2_seed{seed}_6000"
+        print(f"seed {seed}")
+        vals = {}
+        for name, run in (("baseline", base), ("PPID", ppid)):
+            v, step, done, last = val_best(run)
+            vals[name] = v if done else None
+            state = "finished" if done else f"training (last validation at step {last})"
+            print(f"  {name:8s} val-best {v:.2f} at step {step}, {state}")
+        if None in vals.values():
+            print("  the pair is read when both have finished")
+            continue
+        print(f"  validation: {vals['PPID'] - vals['baseline']:+.2f} -> {verdict(vals['PPID'], vals['baseline'])}")
+        tests = test_sad(base), test_sad(ppid)
+        if None in tests:
+            print("  test: not evaluated yet")
+            continue
+        for g in GROUPS:
+            b, p = tests[0][g], tests[1][g]
+            closed = (b - p) / (b - TEACHER_SAD) if g == "all" else None
+            extra = f", gap closed {closed:+.0%}" if closed is not None else ""
+            print(f"  test {g:16s} baseline {b:.2f}  PPID {p:.2f}  difference {p - b:+.2f}{extra}")
+        differences.append(tests[1]["all"] - tests[0]["all"])
+    if len(differences) > 1:
+        mean = sum(differences) / len(differences)
+        print(f"pairs read: {len(differences)}, mean test difference {mean:+.2f} ({', '.join(f'{d:+.2f}' for d in differences)})")
+
+    cause = "ppid_teacher2_seed0_6000_until05"
+    if (HERE / cause / "log.jsonl").is_file():
+        v_u, step, done, last = val_best(cause)
+        v_p, v_b = val_best("ppid_teacher2_seed0_6000")[0], val_best("baseline_seed0_6000")[0]
+        if not done:
+            print(f"cause test: training (val-best so far {v_u:.2f}, last validation at step {last})")
+        else:
+            r = (v_p - v_u) / (v_p - v_b)
+            words = "supported" if r >= 0.75 else "not recovered" if r <= 0.25 else "partly"
+            print(f"cause test: val-best {v_u:.2f} at step {step}; r = {r:.2f} -> {words}"
+                  + ("; below the baseline by more than 1.0" if v_u < v_b - 1.0 else ""))
+
+
+if __name__ == "__main__":
+    main()
