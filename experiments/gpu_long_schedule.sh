@@ -22,7 +22,7 @@
 # $OUT/long_schedule.tar.gz with each process's log; runs cut by the last call's deadline are packed
 # too, marked in session.log.
 #   OUT=/path LIMIT_S=590 EXTRA_S=150 MARGIN_S=45 SEEDS=1,3 bash experiments/gpu_long_schedule.sh  # call 1
-#   OUT=/path LIMIT_S=190 MARGIN_S=45 SEEDS=1,3 bash experiments/gpu_long_schedule.sh              # call 2, at once
+#   OUT=/path LIMIT_S=190 MARGIN_S=45 SEEDS=1,3 CONTINUE=1 bash experiments/gpu_long_schedule.sh   # call 2, at once
 # On the CPU, to check the script itself (this machine's data):
 #   OUT=/tmp/o DEVICE=cpu ITERATIONS=10 SEEDS=1 PROBE_S=20 LIMIT_S=400 DATA=results/reproduce/cpu_small/data bash ...
 set -uo pipefail
@@ -41,6 +41,8 @@ data=${DATA:-$work/plan/data}  # DATA: a built copy of the plan's data (this mac
 
 if [ -f "$work/started" ]; then
   log "call again at ${SECONDS}s: continuing the runs started earlier"
+elif [ "${CONTINUE:-0}" = 1 ]; then  # a second call that found a fresh machine: starting over would waste it
+  log "nothing to continue at $work: the machine is not the first call's (given back in between?)"; exit 1
 else
   [ -f "$teacher" ] || { log "teacher 2's weights are missing: carry $teacher"; exit 1; }
   { nvidia-smi -L; "$py" -c "import torch; print('torch', torch.__version__)"; } > "$work/env.txt" 2>&1
