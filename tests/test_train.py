@@ -439,13 +439,18 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_process_ddp_keeps_ranks_identical(dataset, tmp_path):
+@pytest.mark.parametrize("ppid_until", [None, 0.5], ids=["teacher", "ppid-until-half"])
+def test_two_process_ddp_keeps_ranks_identical(dataset, teachers, tmp_path, ppid_until):
+    """Also a PPID student that stops distilling half-way: its distillation modules then get no
+    gradient, which DDP accepts only when told (find_unused_parameters)."""
+    extra = [] if ppid_until is None else [
+        "--set", "mode=ppid", "--set", f"distill.teacher={teachers['indexnet']}", "--set", f"distill.until={ppid_until}"]
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
         "-m", "ppid", "train",
         "--set", f"data.train_root={dataset}", "--set", "data.size=32", "--set", "data.workers=0",
         "--set", "optim.iterations=3", "--set", "optim.batch_size=4", "--set", "train.device=cpu",
-        "--set", "train.log_every=1", "--set", "train.image_every=0", "--out", str(tmp_path / "ddp"),
+        "--set", "train.log_every=1", "--set", "train.image_every=0", *extra, "--out", str(tmp_path / "ddp"),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
