@@ -54,6 +54,9 @@ def main():
         for name, run in (("baseline", base), ("PPID", ppid)):
             v, step, done, last = val_best(run)
             vals[name] = v if done else None
+            if v is None:
+                print(f"  {name:8s} training, no validation yet")
+                continue
             state = "finished" if done else f"training (last validation at step {last})"
             print(f"  {name:8s} val-best {v:.2f} at step {step}, {state}")
         if None in vals.values():
@@ -78,7 +81,9 @@ def main():
     if (HERE / cause / "log.jsonl").is_file():
         v_u, step, done, last = val_best(cause)
         v_p, v_b = val_best("ppid_teacher2_seed0_6000")[0], val_best("baseline_seed0_6000")[0]
-        if not done:
+        if v_u is None:
+            print("cause test: training, no validation yet")
+        elif not done:
             print(f"cause test: training (val-best so far {v_u:.2f}, last validation at step {last})")
         else:
             r = (v_p - v_u) / (v_p - v_b)
