@@ -633,6 +633,10 @@ def test_reproduce_runs_reports_skips_and_resumes(tiny_budget, tmp_path, monkeyp
     assert str(out) not in (cut / "config.json").read_text() + (cut / "log.jsonl").read_text()  # committable as is
     assert [status(r, out) for r in runs] == ["done", "resume", "pending"]
     assert [trained_steps(r, out) for r in runs] == [4, 2, 0]  # what resuming skips (a dry run's estimate too)
+    capsys.readouterr()
+    assert _reproduce(out, "--status") == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [runs[1].folder, "resume", "2/4"] in rows
     monkeypatch.setattr(engine, "make_batches", real_batches)
     assert _reproduce(out) == 0
     assert [status(r, out) for r in runs] == ["done", "done", "done"]
@@ -690,12 +694,17 @@ def test_only_trains_the_named_runs_and_reports_the_whole_plan(tiny_budget, tmp_
     capsys.readouterr()
     assert _reproduce(out, "--only", "runs/indexnet/ppid/seed0", "--dry-run") == 0
     text = capsys.readouterr().out
-    assert "3 runs, 1 to train" in text and "not --only" in text
+    assert "3 runs, 1 done, 1 to train" in text and "not --only" in text
+    assert _reproduce(out, "--status") == 0  # no probe: states only
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["runs/indexnet/teacher/seed0", "done", "-"] in rows and ["runs/indexnet/ppid/seed0", "pending", "-"] in rows
     (out / "runs/indexnet/teacher/seed0/model_best.safetensors").unlink()  # as on a fresh machine
-    assert _reproduce(out, "--only", "runs/indexnet/ppid/seed0", "--dry-run") == 0
-    text = capsys.readouterr().out
-    assert ["runs/indexnet/teacher/seed0", "retrain"] in [line.split()[:2] for line in text.splitlines()]
-    assert "3 runs, 2 to train (1 of them finished teachers retrained for their weights)" in text
+    for flag in ("--dry-run", "--status"):
+        assert _reproduce(out, "--only", "runs/indexnet/ppid/seed0", flag) == 0
+        text = capsys.readouterr().out
+        assert ["runs/indexnet/teacher/seed0", "retrain"] in [line.split()[:2] for line in text.splitlines()]
+        assert "3 runs, 1 done, 2 to train (1 of them finished teachers retrained for their weights)" in text
+    assert ("probe estimate" in text) is False  # the last one, --status
     assert _reproduce(out, "--gamma-test", "gca=6", "--report-only") == 2
     assert "--gamma-test names gca, which --families does not plan" in capsys.readouterr().err
     assert _reproduce(out, "--gamma-test", "indexnet=0.5", "--report-only") == 0
@@ -707,7 +716,7 @@ def test_dry_run_prints_every_run_with_an_estimate_and_trains_nothing(tiny_budge
     text = capsys.readouterr().out
     for folder in ("teacher/seed0", "baseline/seed0", "ppid/seed0", "ppid-softmax/seed0", "ppid-positions/seed0"):
         assert f"runs/indexnet/{folder}" in text
-    assert "5 runs, 5 to train" in text and " min" in text
+    assert "5 runs, 0 done, 5 to train" in text and " min" in text
     assert not (tmp_path / "dry").exists()
 
 

@@ -60,6 +60,9 @@ def add_arguments(parser):
                              "(gca=6,gca=3); the report sets them beside its baseline and PPID rows. Pass it to every "
                              "invocation of the plan, --report-only included")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and a time estimate from a short probe; train nothing")
+    parser.add_argument("--status", action="store_true",
+                        help="print each run's state (done, resume from step N, pending, retrain) at once, without "
+                             "the probe; train nothing")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs; train nothing")
     parser.add_argument("--re-evaluate", action="store_true",
                         help="evaluate the finished runs' weights on the test set again (after the evaluation gained a "
@@ -98,27 +101,30 @@ def run(args):
     if args.re_evaluate:
         return _reevaluate(root, [run for run in runs if run.folder in only], runs, settings, data, tables, families, seeds, teacher_seeds, args.budget)
 
-    if args.fit is not None or args.dry_run:
+    if args.fit is not None:  # sizes every run of the plan: other iterations are other runs (other hashes)
         from .probe import estimate, fit_iterations
 
-        if args.fit is not None:  # sizes every run of the plan: other iterations are other runs (other hashes)
-            _, step_cost, eval_cost = estimate(runs, settings)
-            iterations = fit_iterations(runs, settings, args.fit, step_cost, eval_cost)
-            if iterations < 50:
-                raise PpidError(f"the {len(runs)} runs do not fit in {args.fit:.0f}s on this machine even at 50 iterations")
-            print(f"reproduce: {iterations} iterations per run fit {len(runs)} runs in {args.fit:.0f}s "
-                  f"(continue this plan with --iterations {iterations})")
-            runs, settings, data = plan(iterations)
+        _, step_cost, eval_cost = estimate(runs, settings)
+        iterations = fit_iterations(runs, settings, args.fit, step_cost, eval_cost)
+        if iterations < 50:
+            raise PpidError(f"the {len(runs)} runs do not fit in {args.fit:.0f}s on this machine even at 50 iterations")
+        print(f"reproduce: {iterations} iterations per run fit {len(runs)} runs in {args.fit:.0f}s "
+              f"(continue this plan with --iterations {iterations})")
+        runs, settings, data = plan(iterations)
+    if args.dry_run or args.status:
+        states = {run.folder: status(run, root) for run in runs}
+        pending = [run for run in runs if states[run.folder] != "done" and run.folder in only]
+        # what this invocation trains: the pending runs, and first the teachers they need retrained
+        to_train = teachers_trained_first(pending, {run.folder: run for run in runs}, root) + pending
+        trained = {run.folder: trained_steps(run, root) for run in to_train if states[run.folder] == "resume"}
+        costs = None
         if args.dry_run:
-            states = {run.folder: status(run, root) for run in runs}
-            pending = [run for run in runs if states[run.folder] != "done" and run.folder in only]
-            # what this invocation trains: the pending runs, and first the teachers they need retrained
-            to_train = teachers_trained_first(pending, {run.folder: run for run in runs}, root) + pending
-            trained = {run.folder: trained_steps(run, root) for run in to_train if states[run.folder] == "resume"}
+            from .probe import estimate
+
             log = (lambda *_: None) if args.fit is not None else print  # --fit's probe has printed the costs
             costs = estimate(to_train, settings, log=log, trained=trained)[0] if to_train else {}
-            _print_plan(runs, states, costs, settings)
-            return 0
+        _print_plan(runs, states, to_train, trained, settings, costs)
+        return 0
 
     root.mkdir(parents=True, exist_ok=True)
     (root / ".gitignore").write_text(GITIGNORE)
@@ -183,20 +189,27 @@ def _report(root, runs, settings, data, tables, families, seeds, teacher_seeds, 
     return 0
 
 
-def _print_plan(runs, states, costs, settings):
-    """`costs`: {folder: seconds} of what the invocation trains, teachers to retrain included."""
-    print(f"{'run':40s} {'status':8s} {'estimate':>10s}")
+def _print_plan(runs, states, to_train, trained, settings, costs=None):
+    """One line a run: its state, and for what this invocation would train (`to_train`, teachers to
+    retrain first included) the probe's estimate (`costs`: {folder: seconds}) or, without one, the
+    steps a resumed run has done (`trained`)."""
+    training = {run.folder for run in to_train}
+    print(f"{'run':40s} {'status':8s} {'estimate' if costs is not None else 'trained':>10s}")
     retrains = 0
     for run in runs:
         state = states[run.folder]
-        if run.folder in costs:
+        if run.folder in training:
             if state == "done":  # finished, but its weights are not on this machine
                 state, retrains = "retrain", retrains + 1
-            shown = f"{costs[run.folder] / 60:.1f} min"
+            if costs is not None:
+                shown = f"{costs[run.folder] / 60:.1f} min"
+            else:
+                shown = f"{trained.get(run.folder, 0)}/{settings['iterations']}" if state == "resume" else "-"
         else:
             shown = "-" if state == "done" else "not --only"
         print(f"{run.folder:40s} {state:8s} {shown:>10s}")
     first = f" ({retrains} of them finished teachers retrained for their weights)" if retrains else ""
-    print(f"{len(runs)} runs, {len(costs)} to train{first}, {settings['iterations']} iterations each at "
-          f"{settings['size']} px, batch {settings['batch_size']}: about {sum(costs.values()) / 3600:.1f} h on "
-          "this machine (probe estimate)")
+    done = sum(state == "done" for state in states.values())
+    print(f"{len(runs)} runs, {done} done, {len(training)} to train{first}, {settings['iterations']} iterations each "
+          f"at {settings['size']} px, batch {settings['batch_size']}"
+          + (f": about {sum(costs.values()) / 3600:.1f} h on this machine (probe estimate)" if costs is not None else ""))
