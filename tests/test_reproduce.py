@@ -704,7 +704,7 @@ def test_only_trains_the_named_runs_and_reports_the_whole_plan(tiny_budget, tmp_
         text = capsys.readouterr().out
         assert ["runs/indexnet/teacher/seed0", "retrain"] in [line.split()[:2] for line in text.splitlines()]
         assert "3 runs, 1 done, 2 to train (1 of them finished teachers retrained for their weights)" in text
-    assert ("probe estimate" in text) is False  # the last one, --status
+    assert "probe estimate" not in text  # the last one, --status: no probe
     assert _reproduce(out, "--gamma-test", "gca=6", "--report-only") == 2
     assert "--gamma-test names gca, which --families does not plan" in capsys.readouterr().err
     assert _reproduce(out, "--gamma-test", "indexnet=0.5", "--report-only") == 0
