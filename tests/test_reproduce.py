@@ -9,7 +9,7 @@ import pytest
 
 from ppid import PpidError
 from ppid.reproduce.paper import TABLE1
-from ppid.reproduce.plan import RESULT, make_plan, status, trained_steps
+from ppid.reproduce.plan import EMPTY_MATTE, RESULT, make_plan, prepare_data, status, trained_steps
 from ppid.reproduce.report import collapsed, write_report
 
 
@@ -209,6 +209,20 @@ def test_report_states_the_empty_matte_floor_and_keeps_it_when_the_data_is_gone(
     shutil.rmtree(tmp_path / "data")
     again = write_report(tmp_path, runs, settings, data, (1,), ("indexnet",), (0, 1, 2), "smoke")
     assert again["empty_matte"] == doc["empty_matte"] and (tmp_path / "tables.md").read_text() == md
+    # a floor measured on other data is not this plan's: without the data there is none to give
+    other = dict(data, n_test=data["n_test"] + 1)
+    changed = write_report(tmp_path, runs, settings, other, (1,), ("indexnet",), (0, 1, 2), "smoke")
+    assert "empty_matte" not in changed and "## The floor" not in (tmp_path / "tables.md").read_text()
+
+
+def test_rebuilding_the_same_data_keeps_the_floor(tmp_path):
+    """A fresh machine rebuilds the plan's seeded data; the committed floor of that spec stays."""
+    runs, settings, data = make_plan((1,), ("indexnet",), (0,), "smoke")
+    floor = {"data": data, "results": {"whole": {"all": {"sad": 1.0}}}}
+    (tmp_path / EMPTY_MATTE).write_text(json.dumps(floor))
+    prepare_data(tmp_path, settings, data, workers=1)
+    assert (tmp_path / "data" / "test").is_dir()
+    assert json.loads((tmp_path / EMPTY_MATTE).read_text()) == json.loads(json.dumps(floor))
 
 
 def test_report_means_paired_wins_gap_and_paper_values(tmp_path):

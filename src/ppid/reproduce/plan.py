@@ -84,7 +84,7 @@ BUDGETS = {
 DATA_SEEDS = {"train": 0, "test": 1, "val": 2}
 SELECTION = "val-best: the step with the lowest whole-image SAD on the validation split"
 RESULT = "result.json"
-EMPTY_MATTE = "empty_matte.json"  # the report's floor on this plan's test set, kept until the data is rebuilt
+EMPTY_MATTE = "empty_matte.json"  # the report's floor on this plan's test set, with the data spec it belongs to
 LOG = "log.jsonl"  # train's log: one JSON record per logged step, validation and event
 
 
@@ -251,7 +251,6 @@ def _write_data(root, settings, data, workers):
     if stamp.is_file() and json.loads(stamp.read_text()) == data:
         return
     shutil.rmtree(root / "data", ignore_errors=True)
-    (root / EMPTY_MATTE).unlink(missing_ok=True)
     version = data["synth_version"]
     synthesize(root / "data" / "train", settings["n_train"], seed=DATA_SEEDS["train"], size=size, workers=workers, version=version)
     for split, n, per_fg in (("val", settings["n_val"], 1), ("test", settings["n_test"], settings["test_per_fg"])):

@@ -562,22 +562,25 @@ def protocol(settings, data, results, seeds, teacher_seeds, budget, families):
     }
 
 
-def empty_matte(root):
+def empty_matte(root, data):
     """The metrics of an empty matte (alpha 0 everywhere, no model) on the plan's test set, per
     group and region: the floor below which a trimap-free row has learned something a metric can
-    see. Kept in EMPTY_MATTE beside the report (the data is seeded, so the floor is fixed and a
-    report written where the data is gone still has it; rebuilding the data removes it); None where
-    neither exists."""
+    see. Kept in EMPTY_MATTE beside the report with the data spec it was measured on (the data is
+    seeded, so the floor is fixed by the spec: a report written where the data is gone, or on a
+    fresh machine that rebuilt the same data, still has it; a floor of another spec is measured
+    again, or dropped where the data is gone); None where no floor of this spec can be had."""
     from ..data.datasets import CompositeTestSet
 
     cache, test = Path(root) / EMPTY_MATTE, Path(root) / "data" / "test"
     if cache.is_file():
-        return json.loads(cache.read_text())
+        kept = json.loads(cache.read_text())
+        if kept.get("data") == json.loads(json.dumps(data)):  # as read back: tuples are lists
+            return kept["results"]
     if not test.is_dir():
         return None
     summary = empty_matte_summary(CompositeTestSet(test))["results"]
     with atomic_path(cache) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.write_text(json.dumps({"data": data, "results": summary}, indent=2) + "\n")
     return summary
 
 
@@ -607,7 +610,7 @@ def write_report(root, runs, settings, data, tables, families, seeds, budget, te
                   + ". Each run's result.json says so; delete it to train the run again.", ""]
     lines += ["Protocol:", ""]
     lines += [f"- {k}: {v}" for k, v in doc["protocol"].items()] + [""]
-    floor = empty_matte(root)
+    floor = empty_matte(root, data)
     if floor is not None:
         doc["empty_matte"] = floor
         lines += empty_matte_markdown(floor)
