@@ -6,11 +6,15 @@
 Per seed: each model's val-best (and its step), the pair's verdict by the seed rule ("A second
 pair": PPID's val-best against its own baseline's, 2.0 the yardstick, 7.28 the validation floor),
 and the test SAD per group with the gap closed against teacher 2 (2.09). Then the finished pairs
-together (mean test difference), and the cause test's recovered share r ("The cause test").
-A run still training is shown as such, with its last validation.
+together by the pooled rule ("More seeds on a lent GPU", "Session 30"): per group the mean test
+difference PPID - baseline, its 95% t interval and the pairs won; and the cause test's recovered
+share r ("The cause test"). A run still training is shown as such, with its last validation; a
+run not started as such.
 """
 import json
 from pathlib import Path
+
+from scipy.special import stdtrit
 
 HERE = Path(__file__).parent
 TEACHER_SAD, VAL_FLOOR, YARDSTICK, ITERATIONS = 2.09, 7.28, 2.0, 6000
@@ -18,6 +22,8 @@ GROUPS = ("all", "transparent", "non-transparent")
 
 
 def validations(run):
+    if not (HERE / run / "log.jsonl").is_file():
+        return {}, False
     rows = [json.loads(line) for line in (HERE / run / "log.jsonl").read_text().splitlines()]
     sads = {r["step"]: r["summary"]["results"]["whole"]["all"]["sad"] for r in rows if r.get("event") == "validation"}
     done = any(r.get("step") == ITERATIONS and "samples_per_s" in r for r in rows)
@@ -45,9 +51,22 @@ def verdict(v_ppid, v_base):
     return words + (f"; below the floor: {', '.join(below)}" if below else "")
 
 
+def pooled(differences):
+    """The pooled rule: worse if the 95% t interval of the mean difference lies above 0, better if
+    below, otherwise not resolved."""
+    n = len(differences)
+    mean = sum(differences) / n
+    sd = (sum((d - mean) ** 2 for d in differences) / (n - 1)) ** 0.5
+    half = stdtrit(n - 1, 0.975) * sd / n ** 0.5
+    low, high = mean - half, mean + half
+    words = "PPID is worse" if low > 0 else "PPID is better" if high < 0 else f"not resolved by {n} pairs"
+    won = sum(d < 0 for d in differences)
+    return f"mean {mean:+.2f} (95% t {low:+.2f} to {high:+.2f}), PPID won {won}/{n} -> {words}"
+
+
 def main():
     differences = []
-    for seed in (0, 2):
+    for seed in (0, 1, 2):
         base, ppid = f"baseline_seed{seed}_6000", f"ppid_teacher2_seed{seed}_6000"
         print(f"seed {seed}")
         vals = {}
@@ -55,7 +74,8 @@ def main():
             v, step, done, last = val_best(run)
             vals[name] = v if done else None
             if v is None:
-                print(f"  {name:8s} training, no validation yet")
+                started = (HERE / run / "log.jsonl").is_file()
+                print(f"  {name:8s} " + ("training, no validation yet" if started else "not started"))
                 continue
             state = "finished" if done else f"training (last validation at step {last})"
             print(f"  {name:8s} val-best {v:.2f} at step {step}, {state}")
@@ -72,10 +92,12 @@ def main():
             closed = (b - p) / (b - TEACHER_SAD) if g == "all" else None
             extra = f", gap closed {closed:+.0%}" if closed is not None else ""
             print(f"  test {g:16s} baseline {b:.2f}  PPID {p:.2f}  difference {p - b:+.2f}{extra}")
-        differences.append(tests[1]["all"] - tests[0]["all"])
+        differences.append({g: tests[1][g] - tests[0][g] for g in GROUPS})
     if len(differences) > 1:
-        mean = sum(differences) / len(differences)
-        print(f"pairs read: {len(differences)}, mean test difference {mean:+.2f} ({', '.join(f'{d:+.2f}' for d in differences)})")
+        print(f"pairs read: {len(differences)}; test difference PPID - baseline:")
+        for g in GROUPS:
+            each = [d[g] for d in differences]
+            print(f"  {g:16s} {', '.join(f'{d:+.2f}' for d in each)}: {pooled(each)}")
 
     cause = "ppid_teacher2_seed0_6000_until05"
     if (HERE / cause / "log.jsonl").is_file():
