@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import save_weights
+from helpers import assert_taps, save_weights
 from ppid import PpidError
 from ppid.models import PAPER_PARAMS, build, count_parameters, load_model, save_model
 from ppid.models.gca import GuidedContextualAttention
@@ -71,15 +71,7 @@ def test_forward_backward_and_taps(models, name):
     image, trimap = sample(n=2)
     out = model(image, trimap if name == "teacher" else None)
     assert out.alpha.shape == (2, 1, 64, 96)
-    assert [tuple(f.shape) for f in out.enc] == [
-        (2, c, 64 // s, 96 // s) for c, s in zip((32, 64, 128, 256, 512), (2, 4, 8, 16, 32))
-    ]
-    assert [tuple(t.feature.shape) for t in out.dec] == [(2, 64, 16, 24), (2, 32, 32, 48)]
-    assert [tuple(t.logits.shape) for t in out.dec] == [(2, 1, 16, 24), (2, 1, 32, 48)]
-    if name == "ppid":
-        assert [c.shape for c in out.cross] == [f.shape for f in out.enc[1:]]
-    else:
-        assert out.cross == []
+    assert_taps(out, 2, 64, 96, (32, 64, 128, 256, 512), (64, 32), name == "ppid")
     model.zero_grad()
     loss = out.alpha_logits.mean() + sum(t.logits.mean() for t in out.dec) + sum(c.pow(2).mean() for c in out.cross)
     loss.backward()

@@ -4,7 +4,7 @@ loading, index-block semantics."""
 import pytest
 import torch
 
-from helpers import random_batch, save_weights
+from helpers import assert_taps, random_batch, save_weights
 from ppid import PpidError
 from ppid.models import PAPER_PARAMS, build, count_parameters
 from ppid.models.indexnet import IndexBlock
@@ -29,14 +29,7 @@ def test_forward_backward_and_tap_shapes(role, cross_layer):
 
     assert out.alpha.shape == out.alpha_logits.shape == (2, 1, 64, 96)
     assert torch.allclose(out.alpha, torch.sigmoid(out.alpha_logits))
-    strides = (2, 4, 8, 16, 32)
-    assert [tuple(f.shape) for f in out.enc] == [(2, c, 64 // s, 96 // s) for c, s in zip(ENC_CHANNELS, strides)]
-    assert [tuple(t.feature.shape) for t in out.dec] == [(2, 24, 16, 24), (2, 32, 32, 48)]
-    assert [tuple(t.logits.shape) for t in out.dec] == [(2, 1, 16, 24), (2, 1, 32, 48)]
-    if cross_layer:
-        assert [c.shape for c in out.cross] == [f.shape for f in out.enc[1:]]
-    else:
-        assert out.cross == []
+    assert_taps(out, 2, 64, 96, ENC_CHANNELS, (24, 32), cross_layer)
 
     loss = out.alpha_logits.square().mean() + sum(t.logits.mean() for t in out.dec)
     loss.backward()
