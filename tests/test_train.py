@@ -25,7 +25,7 @@ from PIL import Image
 
 from ppid import PpidError
 from ppid.config import BUILTIN, load_config, parse_set
-from ppid.models import build, save_model
+from ppid.models import build, load_model, save_model
 from ppid.train import Objective, TrainingInterrupted, build_models, config_changes, load_checkpoint, resume_command, train
 
 CONFIGS = sorted(BUILTIN.glob("*.yaml"))
@@ -263,6 +263,23 @@ def test_distillation_stops_at_distill_until(dataset, teachers, tmp_path):
     for bad in (0, 1.5, "half", True):
         with pytest.raises(PpidError, match="distill.until must be a share"):
             load_config(None, {"distill": {"until": bad}})
+
+
+def test_a_student_can_carry_the_connectors_without_distillation(dataset, tmp_path):
+    """model.connectors: true builds the plain student with CLSD's cross-layer connectors and trains
+    it on L_alpha alone: the control that separates CLSD's loss from the network change it brings."""
+    cfg = tiny(dataset, tmp_path / "c", mode="student", model={"connectors": True}, optim={"iterations": 2, "batch_size": 2})
+    train(load_config(None, cfg))
+    model = load_model(tmp_path / "c" / "model_last.safetensors")
+    assert model.build_args["cross_layer"] is True and len(model.connectors.convs) == 4
+    steps = [r for r in map(json.loads, (tmp_path / "c" / "log.jsonl").read_text().splitlines()) if "event" not in r]
+    assert steps and all(r["total"] == pytest.approx(r["alpha"]) and "distill" not in r for r in steps)
+    for bad, message in (({"connectors": "yes"}, "must be auto, true or false"),
+                         ({"connectors": True, "mode": "teacher"}, "is for students"),
+                         ({"connectors": False, "mode": "ppid"}, "cannot train CLSD")):
+        mode = bad.pop("mode", "student")
+        with pytest.raises(PpidError, match=message):
+            load_config(None, {"mode": mode, "model": bad, "distill": {"teacher": "t.safetensors"}})
 
 
 def test_a_dead_alpha_head_is_reported_once(dataset, tmp_path, monkeypatch, capsys):

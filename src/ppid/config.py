@@ -19,6 +19,7 @@ DEFAULTS = {
     "model": {
         "family": "indexnet",  # dim | indexnet | gca
         "backbone_weights": None,  # local torchvision-format .pth/.safetensors (ImageNet init)
+        "connectors": "auto",  # CLSD's cross-layer connectors in the student: auto (iff ppid + clsd) | true | false
     },
     "distill": {  # used by mode: ppid
         "teacher": None,  # teacher weights (.safetensors from `ppid train` / save_model)
@@ -85,7 +86,7 @@ DEFAULTS = {
 # behaviour from before them: an old config without the key means this value (reproduce's run
 # hashes and train's resume warning rely on it).
 ADDED_LATER = {"distill.cross_family": False, "train.compile": False, "data.trimap_kernel_max": 30,
-               "data.crop_centre": "transition", "distill.until": 1.0}
+               "data.crop_centre": "transition", "distill.until": 1.0, "model.connectors": "auto"}
 
 MODES = ("teacher", "student", "ppid")
 AMPS = ("bf16", "fp16", "none", "bf16-always")  # train.amp
@@ -187,6 +188,13 @@ def validate(cfg):
         raise PpidError(f"distill.attention_norm must be softmax|positions|fgd, got {d['attention_norm']!r}")
     if isinstance(d["until"], bool) or not isinstance(d["until"], (int, float)) or not 0 < d["until"] <= 1:
         raise PpidError(f"distill.until must be a share of the iterations in (0, 1], got {d['until']!r}")
+    connectors = cfg["model"]["connectors"]
+    if connectors not in ("auto", True, False):
+        raise PpidError(f"model.connectors must be auto, true or false, got {connectors!r}")
+    if connectors is True and cfg["mode"] == "teacher":
+        raise PpidError("model.connectors: true is for students (the teacher has no cross-layer connectors)")
+    if connectors is False and cfg["mode"] == "ppid" and d["semantic"] == "clsd":
+        raise PpidError("model.connectors: false cannot train CLSD (its cross-layer term distils the connectors' output)")
     if cfg["mode"] == "ppid" and not d["teacher"]:
         raise PpidError("mode ppid needs distill.teacher (the trained teacher's weights file)")
     check_crop_centre(cfg["data"]["crop_centre"])

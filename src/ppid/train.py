@@ -191,7 +191,9 @@ def build_models(cfg, device):
     """(model being trained, frozen teacher or None)."""
     family, mode = cfg["model"]["family"], cfg["mode"]
     role = "teacher" if mode == "teacher" else "student"
-    cross = mode == "ppid" and cfg["distill"]["semantic"] == "clsd"
+    cross = cfg["model"]["connectors"]
+    if cross == "auto":
+        cross = mode == "ppid" and cfg["distill"]["semantic"] == "clsd"
     model = build(family, role, cross_layer=cross, backbone_weights=cfg["model"]["backbone_weights"])
     teacher = None
     if mode == "ppid":
