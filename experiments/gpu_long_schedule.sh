@@ -15,8 +15,9 @@
 # Sizing: from PROBE_S seconds on, once every run has logged step 50, each run's step rate (the
 # samples/s of its log.jsonl, the median of its last three windows) gives the time it still needs,
 # validations counted as 100 steps each; while the slowest run would finish after the deadline (this
-# call's, plus EXTRA_S for a follow-up call), the last seed's pair is stopped, down to one pair,
-# which trains until the last call's deadline cuts it. A pair is stopped whole, never half of it.
+# call's, plus EXTRA_S for a follow-up call), the last seed's runs (its pair, or its KINDS) are
+# stopped, down to one seed, whose runs train until the last call's deadline cuts them. A seed's
+# runs are stopped together, never in part.
 # (On the H200 two processes and four each ran at the same rate: session 28.)
 # Whatever finished is evaluated on the test set and packed, without weights, into
 # $OUT/long_schedule.tar.gz with each process's log; runs cut by the last call's deadline are packed
@@ -29,6 +30,13 @@ set -uo pipefail
 py=${PY:-python3}
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 IFS=, read -ra seeds <<< "${SEEDS:?SEEDS, e.g. 1,3}"
+# KINDS: the runs of a seed's group, each results/long_schedule/KIND_seed0_6000.json with only the
+# seed changed; the pair by default, e.g. KINDS=baseline,ppid_teacher2,ppid_teacher2_noclsd adds
+# the cause test to every seed (the runs are host-bound: more processes cost the GPU little).
+IFS=, read -ra kinds <<< "${KINDS:-baseline,ppid_teacher2}"
+for kind in "${kinds[@]}"; do
+  [ -f "results/long_schedule/${kind}_seed0_6000.json" ] || { echo "no results/long_schedule/${kind}_seed0_6000.json" >&2; exit 1; }
+done
 device=${DEVICE:-cuda}; iterations=${ITERATIONS:-6000}; probe_s=${PROBE_S:-90}; extra_s=${EXTRA_S:-0}
 work=${WORK:-/tmp/long_schedule_gpu}
 teacher=results/reproduce/cpu_small/runs/indexnet/teacher/seed2/model_best.safetensors
@@ -53,7 +61,7 @@ else
   [ -d "$data/train" ] || { log "no data at $data (see session.log)"; exit 1; }
   log "data ready at ${SECONDS}s"
   for seed in "${seeds[@]}"; do
-    for kind in baseline ppid_teacher2; do
+    for kind in "${kinds[@]}"; do
       name=${kind}_seed${seed}_6000
       # A session of its own, so that the run outlives this command; the pid file names the trainer.
       setsid bash -c 'echo $$ > "$0.pid"; exec "$@"' "$work/$name" \
@@ -92,7 +100,7 @@ touch "$work/probed"
 while [ ${#kept[@]} -gt 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
   slowest=0
   for seed in "${kept[@]}"; do
-    for kind in baseline ppid_teacher2; do
+    for kind in "${kinds[@]}"; do
       name=${kind}_seed${seed}_6000
       finished "$name" && continue
       alive "$name" || { log "$name is not running (see logs/$name.log)"; continue; }
@@ -105,7 +113,7 @@ while [ ${#kept[@]} -gt 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
   [ $((SECONDS + slowest)) -le $((deadline + extra_s)) ] && break
   [ ${#kept[@]} -eq 1 ] && { log "the last pair trains on (stopping it gains nothing)"; break; }
   last=${kept[-1]}; unset 'kept[-1]'
-  for kind in baseline ppid_teacher2; do alive "${kind}_seed${last}_6000" && kill "$(cat "$work/${kind}_seed${last}_6000.pid")"; done
+  for kind in "${kinds[@]}"; do alive "${kind}_seed${last}_6000" && kill "$(cat "$work/${kind}_seed${last}_6000.pid")"; done
   touch "$work/stopped_seed$last"
   log "stopped the seed-$last pair: it would not finish in time"
   sleep 30
@@ -114,7 +122,7 @@ done
 # Wait for the kept runs until this call's deadline; with a follow-up call planned, leave the rest training.
 running=()
 for seed in "${kept[@]}"; do
-  for kind in baseline ppid_teacher2; do
+  for kind in "${kinds[@]}"; do
     name=${kind}_seed${seed}_6000
     if alive "$name"; then
       remaining=$((deadline - SECONDS)); [ "$remaining" -lt 1 ] && remaining=1
@@ -131,7 +139,7 @@ for name in "${running[@]}"; do
 done
 evaluated=(); evaluations=()
 for seed in "${kept[@]}"; do
-  for kind in baseline ppid_teacher2; do
+  for kind in "${kinds[@]}"; do
     name=${kind}_seed${seed}_6000
     if finished "$name" && [ ! -f "$work/$name/test.json" ]; then
       evaluated+=("$name")
