@@ -274,7 +274,7 @@ def test_a_student_can_carry_the_connectors_without_distillation(dataset, tmp_pa
     assert model.build_args["cross_layer"] is True and len(model.connectors.convs) == 4
     steps = [r for r in map(json.loads, (tmp_path / "c" / "log.jsonl").read_text().splitlines()) if "event" not in r]
     assert steps and all(r["total"] == pytest.approx(r["alpha"]) and "distill" not in r for r in steps)
-    for bad, message in (({"connectors": "yes"}, "must be auto, true or false"),
+    for bad, message in (({"connectors": "yes"}, "must be auto, true or false"), ({"connectors": 0}, "must be auto"),
                          ({"connectors": True, "mode": "teacher"}, "is for students"),
                          ({"connectors": False, "mode": "ppid"}, "cannot train CLSD")):
         mode = bad.pop("mode", "student")

@@ -189,7 +189,7 @@ def validate(cfg):
     if isinstance(d["until"], bool) or not isinstance(d["until"], (int, float)) or not 0 < d["until"] <= 1:
         raise PpidError(f"distill.until must be a share of the iterations in (0, 1], got {d['until']!r}")
     connectors = cfg["model"]["connectors"]
-    if connectors not in ("auto", True, False):
+    if connectors != "auto" and not isinstance(connectors, bool):
         raise PpidError(f"model.connectors must be auto, true or false, got {connectors!r}")
     if connectors is True and cfg["mode"] == "teacher":
         raise PpidError("model.connectors: true is for students (the teacher has no cross-layer connectors)")
