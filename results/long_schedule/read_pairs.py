@@ -14,7 +14,7 @@ run not started as such.
 import json
 from pathlib import Path
 
-from scipy.special import stdtrit
+from ppid.reproduce.report import mean_ci95
 
 HERE = Path(__file__).parent
 TEACHER_SAD, VAL_FLOOR, YARDSTICK, ITERATIONS = 2.09, 7.28, 2.0, 6000
@@ -56,9 +56,7 @@ def pooled(differences):
     below, otherwise not resolved."""
     n = len(differences)
     mean = sum(differences) / n
-    sd = (sum((d - mean) ** 2 for d in differences) / (n - 1)) ** 0.5
-    half = stdtrit(n - 1, 0.975) * sd / n ** 0.5
-    low, high = mean - half, mean + half
+    low, high = mean_ci95(differences)
     words = "PPID is worse" if low > 0 else "PPID is better" if high < 0 else f"not resolved by {n} pairs"
     won = sum(d < 0 for d in differences)
     return f"mean {mean:+.2f} (95% t {low:+.2f} to {high:+.2f}), PPID won {won}/{n} -> {words}"
