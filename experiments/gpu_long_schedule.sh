@@ -111,11 +111,11 @@ while [ ${#kept[@]} -gt 0 ] && [ "$SECONDS" -lt "$deadline" ]; do
   if [ "$slowest" -lt 0 ]; then sleep 15; continue; fi  # a run has not logged step 50 yet
   log "probe at ${SECONDS}s: seeds ${kept[*]}, the slowest run needs about ${slowest}s more, $((deadline + extra_s - SECONDS))s left"
   [ $((SECONDS + slowest)) -le $((deadline + extra_s)) ] && break
-  [ ${#kept[@]} -eq 1 ] && { log "the last pair trains on (stopping it gains nothing)"; break; }
+  [ ${#kept[@]} -eq 1 ] && { log "the last seed's runs train on (stopping them gains nothing)"; break; }
   last=${kept[-1]}; unset 'kept[-1]'
   for kind in "${kinds[@]}"; do alive "${kind}_seed${last}_6000" && kill "$(cat "$work/${kind}_seed${last}_6000.pid")"; done
   touch "$work/stopped_seed$last"
-  log "stopped the seed-$last pair: it would not finish in time"
+  log "stopped the seed-$last runs: they would not finish in time"
   sleep 30
 done
 
