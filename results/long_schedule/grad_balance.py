@@ -85,7 +85,7 @@ def balance(checkpoint, batches):
                 totals.setdefault(name, {}).setdefault(part, torch.zeros_like(g)).add_(g / batches)
     # The batches' mean gradient: what a term pushes consistently, its batch-to-batch noise averaged out.
     means = {name: {part: compare(g, totals["alpha"][part]) for part, g in parts.items()} for name, parts in totals.items()}
-    return {"checkpoint": str(checkpoint), "step": ckpt["step"], "batches": batches, "gamma": gamma, "per_batch": sums, "batch_mean": means}
+    return {"run": cfg["train"]["out"], "step": ckpt["step"], "batches": batches, "gamma": gamma, "per_batch": sums, "batch_mean": means}
 
 
 def main():
