@@ -12,7 +12,8 @@ batches) and for the batches' mean gradient; the same for the summed distillatio
     PYTHONPATH=src python results/long_schedule/grad_balance.py CHECKPOINT [--batches 8] [--json OUT]
 
 CHECKPOINT is a run's checkpoint_last.pt (or a copy of it); its config gives the teacher, the
-data and the batch stream, which continues from the checkpoint's step.
+data and the batch stream, which continues from the checkpoint's step (a finished run's: its
+last batches).
 """
 import argparse
 import json
@@ -68,7 +69,9 @@ def balance(checkpoint, batches):
     torch.set_rng_state(ckpt["rng"]["torch"])  # the dropout masks the run would draw next: repeatable
     named = [(n, p) for n, p in objective.model.named_parameters() if p.requires_grad]
     gamma = cfg["distill"]["gamma"]
-    stream = make_batches(cfg, device, ckpt["step"], 0, 1, ckpt["rng"].get("batch"))
+    # A finished run has no next batches: its last ones instead (the loader path is indexed by step).
+    start = min(ckpt["step"], cfg["optim"]["iterations"] - batches)
+    stream = make_batches(cfg, device, start, 0, 1, ckpt["rng"].get("batch"))
     sums, totals = {}, {}
     for _ in range(batches):
         batch, _gen = next(stream)
