@@ -78,8 +78,9 @@ def balance(checkpoint, batches):
         terms, _out, _teacher_out = forward_losses(objective, teacher, batch, None)
         present = [t for t in DISTILL_TERMS if t in terms]
         losses = {"alpha": terms["alpha"], **{t: gamma * terms[t] for t in present}}
-        losses["distill"] = sum(losses[t] for t in present)
         grads = {name: flat_grads(loss, named) for name, loss in losses.items()}
+        # The summed distillation's gradient is the sum of its terms' (no further backward pass).
+        grads["distill"] = {part: sum(grads[t][part] for t in present) for part in grads["alpha"]}
         for name, parts in grads.items():
             for part, g in parts.items():
                 row = sums.setdefault(name, {}).setdefault(part, {"norm": 0.0, "ratio": 0.0, "cos": 0.0})
