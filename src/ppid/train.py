@@ -118,12 +118,12 @@ def setup_devices(cfg):
 
 # -- data --------------------------------------------------------------------------------------
 def make_batches(cfg, device, start_step, rank, world, generator_state=None):
-    """Yield (batch dict on device, batch generator) forever from start_step.
+    """Yield (batch dict on device, batch generator) for the steps from start_step.
 
     Loader path: sample k of step s is TrainDataset[s * B + rank * b + k] (deterministic by index),
-    so a resumed run sees exactly the batches the uninterrupted run would. Batch path: the whole
-    batch is augmented on the device by BatchAugmenter from a seeded generator whose state is
-    checkpointed.
+    so a resumed run sees exactly the batches the uninterrupted run would; it ends with the
+    schedule (a finished run's start_step yields nothing). Batch path: the whole batch is augmented
+    on the device by BatchAugmenter from a seeded generator whose state is checkpointed; it never ends.
     """
     from .data.augment import BatchAugmenter, TrainDataset, load_bank
     from .data.datasets import find_source
@@ -165,9 +165,8 @@ def make_batches(cfg, device, start_step, rank, world, generator_state=None):
         persistent_workers=False,
         worker_init_fn=_ignore_stop_signals,
     )
-    while True:
-        for batch in loader:
-            yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, None
+    for batch in loader:
+        yield {k: v.to(device, non_blocking=True) for k, v in batch.items()}, None
 
 
 class StepSampler:
