@@ -8,7 +8,7 @@ pair": PPID's val-best against its own baseline's, 2.0 the yardstick, 7.28 the v
 and the test SAD per group with the gap closed against teacher 2 (2.09). Then the finished pairs
 together by the pooled rule ("More seeds on a lent GPU", "Session 30"): per group the mean test
 difference PPID - baseline, its 95% t interval and the pairs won; and the cause test's recovered
-share r ("The cause test"). A run still training is shown as such, with its last validation; a
+share r of each cause test (README: "The cause test", "The next cause test"). A run still training is shown as such, with its last validation; a
 run not started as such.
 """
 import json
@@ -19,6 +19,13 @@ from ppid.reproduce.report import mean_ci95
 HERE = Path(__file__).parent
 TEACHER_SAD, VAL_FLOOR, YARDSTICK, ITERATIONS = 2.09, 7.28, 2.0, 6000
 GROUPS = ("all", "transparent", "non-transparent")
+# Seed 0's cause tests, each read by r = (V_p - V_c) / (V_p - V_b) on validation: its label and
+# the words for r >= 0.75 and r <= 0.25 (README: "The cause test", "The next cause test").
+CAUSE_TESTS = {
+    "ppid_teacher2_seed0_6000_until05": ("cause test (distillation off at half)", "supported", "not recovered"),
+    "ppid_teacher2_noclsd_seed0_6000": ("cause test (no CLSD)", "CLSD accounts for the student's loss",
+                                        "removing CLSD does not recover it"),
+}
 
 
 def validations(run):
@@ -97,20 +104,25 @@ def main():
             each = [d[g] for d in differences]
             print(f"  {g:16s} {', '.join(f'{d:+.2f}' for d in each)}: {pooled(each)}")
 
-    cause = "ppid_teacher2_seed0_6000_until05"
-    if (HERE / cause / "log.jsonl").is_file():
-        v_u, step, done, last = val_best(cause)
-        v_p, v_b = val_best("ppid_teacher2_seed0_6000")[0], val_best("baseline_seed0_6000")[0]
-        if v_u is None:
-            print("cause test: training, no validation yet")
+    v_p, v_b = val_best("ppid_teacher2_seed0_6000")[0], val_best("baseline_seed0_6000")[0]
+    seed0_tests = test_sad("baseline_seed0_6000"), test_sad("ppid_teacher2_seed0_6000")
+    for cause, (label, recovered, not_recovered) in CAUSE_TESTS.items():
+        if not (HERE / cause / "log.jsonl").is_file():
+            continue
+        v_c, step, done, last = val_best(cause)
+        if v_c is None:
+            print(f"{label}: training, no validation yet")
         elif not done:
-            print(f"cause test: training (val-best so far {v_u:.2f}, last validation at step {last})")
+            print(f"{label}: training (val-best so far {v_c:.2f}, last validation at step {last})")
         else:
-            r = (v_p - v_u) / (v_p - v_b)
-            words = "supported" if r >= 0.75 else "not recovered" if r <= 0.25 else "partly"
-            print(f"cause test: val-best {v_u:.2f} at step {step}; r = {r:.2f} -> {words}"
-                  + ("; below the baseline by more than 1.0" if v_u < v_b - 1.0 else ""))
-
+            r = (v_p - v_c) / (v_p - v_b)
+            words = recovered if r >= 0.75 else not_recovered if r <= 0.25 else "partly"
+            print(f"{label}: val-best {v_c:.2f} at step {step}; r = {r:.2f} -> {words}"
+                  + ("; below the baseline by more than 1.0" if v_c < v_b - 1.0 else ""))
+            tests = test_sad(cause)
+            if tests is not None and None not in seed0_tests:
+                print("  test " + ", ".join(f"{g} {tests[g]:.2f} (baseline {seed0_tests[0][g]:.2f}, PPID {seed0_tests[1][g]:.2f})"
+                                          for g in GROUPS))
 
 if __name__ == "__main__":
     main()
