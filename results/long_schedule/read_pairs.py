@@ -7,9 +7,9 @@ Per seed: each model's val-best (and its step), the pair's verdict by the seed r
 pair": PPID's val-best against its own baseline's, 2.0 the yardstick, 7.28 the validation floor),
 and the test SAD per group with the gap closed against teacher 2 (2.09). Then the finished pairs
 together by the pooled rule ("More seeds on a lent GPU", "Session 30"): per group the mean test
-difference PPID - baseline, its 95% t interval and the pairs won; and the cause test's recovered
-share r of each cause test (README: "The cause test", "The next cause test"). A run still training is shown as such, with its last validation; a
-run not started as such.
+difference PPID - baseline, its 95% t interval and the pairs won; and each cause test's recovered
+share r (README: "The cause test", "The next cause test"). A run still training is shown as such,
+with its last validation; a run not started as such.
 """
 import json
 from pathlib import Path
@@ -123,6 +123,7 @@ def main():
             if tests is not None and None not in seed0_tests:
                 print("  test " + ", ".join(f"{g} {tests[g]:.2f} (baseline {seed0_tests[0][g]:.2f}, PPID {seed0_tests[1][g]:.2f})"
                                           for g in GROUPS))
+
 
 if __name__ == "__main__":
     main()
