@@ -6,6 +6,7 @@ import torch
 from helpers import assert_taps, random_batch, save_weights
 from ppid import PpidError
 from ppid.models import PAPER_PARAMS, build, count_parameters
+from ppid.models.dim import SCALE_FLOOR
 
 # torchvision vgg16_bn().features: conv indices per block (each conv is followed by BN at +1)
 TORCHVISION_CONVS = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
@@ -35,14 +36,15 @@ def test_forward_backward_and_tap_shapes(role, cross_layer):
 
 def test_parameter_counts_match_the_reference_dim():
     teacher, student = build("dim", "teacher"), build("dim", "student")
-    # Per-block counts of the reference DIMModel (4 input channels): 25,582,595 in all, of which
-    # revision 2 drops the last block's BN(1) (2 parameters).
+    # Per-block counts of the reference DIMModel (4 input channels): 25,582,595 in all. Revision 2
+    # drops the last block's BN(1) (2 parameters); revision 3's floored BN(1) has them again.
     assert count_parameters(teacher.encoder) == 14_723_712
-    assert [count_parameters(b) for b in teacher.decoder] == [6_555_136, 3_277_568, 819_584, 204_992, 1_601]
+    assert [count_parameters(b) for b in teacher.decoder] == [6_555_136, 3_277_568, 819_584, 204_992, 1_603]
     assert count_parameters(build("dim", "teacher", revision=1).decoder[-1]) == 1_603
+    assert count_parameters(build("dim", "teacher", revision=2).decoder[-1]) == 1_601
     attention = count_parameters(teacher.attention)  # our two ALD gates: 2 x (2*7*7 + 1)
     assert attention == 198
-    assert count_parameters(teacher) == 25_582_595 - 2 + attention
+    assert count_parameters(teacher) == 25_582_595 + attention
     assert count_parameters(teacher) - count_parameters(student) == 64 * 9  # one input channel less
     for model in (teacher, student):
         assert abs(count_parameters(model) / PAPER_PARAMS["dim"]["plain"] - 1) < 0.02
@@ -138,22 +140,28 @@ def test_student_exports_to_onnx_with_dynamic_size(tmp_path):
     assert abs(got - expected).max() < 1e-4
 
 
-def test_revision_2_head_has_no_one_channel_batchnorm():
+def test_the_head_revisions_and_the_floor_on_the_logits_spread():
     """Revision 1 ends in conv 64 -> 1 + BN(1): the BN fixes the logits' batch mean and spread to its
     bias and weight, so one weight near 0 gives one alpha everywhere (the collapse of the first DIM
-    PPID student). Revision 2's logits are the conv's: they follow the features whatever the BN did."""
-    new, old = build("dim", "student"), build("dim", "student", revision=1)
-    assert new.build_args["revision"] == 2 and old.build_args["revision"] == 1
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in new.decoder[-1])
-    assert isinstance(old.decoder[-1][1], torch.nn.BatchNorm2d)
+    PPID student). Revision 2's logits are the conv's, free to go flat too (its students did, by
+    cancelling the features). Revision 3's BN(1) scale is 0.5 + softplus(w): however far training
+    drives w down, a training batch's logits keep a spread of at least 0.5."""
+    rev1, rev2, rev3 = (build("dim", "student", revision=r) for r in (1, 2, 3))
+    assert build("dim", "student").build_args["revision"] == 3
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in rev2.decoder[-1])
     image, _ = inputs()
     with torch.no_grad():
-        old.decoder[-1][1].weight.fill_(0.009)  # the collapsed student's BN weight and bias
-        old.decoder[-1][1].bias.fill_(-1.49)
-        alpha_old = old(image).alpha
-    assert alpha_old.std() < 0.01  # one value, about sigmoid(-1.49) = 0.18, in train mode too
-    assert abs(alpha_old.mean().item() - 0.184) < 0.01
-    with torch.no_grad():
-        assert new(image).alpha.std() > 0.01
-    with pytest.raises(PpidError, match="revision 3"):
-        build("dim", "student", revision=3)
+        rev1.decoder[-1][1].weight.fill_(0.009)  # the collapsed student's BN weight and bias
+        rev1.decoder[-1][1].bias.fill_(-1.49)
+        alpha_old = rev1(image).alpha
+        assert alpha_old.std() < 0.01  # one value, about sigmoid(-1.49) = 0.18, in train mode too
+        assert abs(alpha_old.mean().item() - 0.184) < 0.01
+        scale = rev3.decoder[-1][2]
+        logits = rev3(image).alpha_logits
+        assert abs(logits.std().item() - 1.0) < 0.01  # scale 1 at initialisation, as any BN's
+        scale.weight.fill_(-30.0)  # the collapsed direction, far past where revision 1 died
+        logits = rev3(image).alpha_logits
+        assert abs(logits.std().item() - SCALE_FLOOR) < 0.01
+        assert rev3(image).alpha.std() > 0.05
+    with pytest.raises(PpidError, match="revision 4"):
+        build("dim", "student", revision=4)

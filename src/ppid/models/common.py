@@ -82,18 +82,18 @@ def kaiming_init(model):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
 
-def check_build_options(family, options, revision=None):
-    """What every family's `build` refuses: options it does not take, an unknown revision (the
-    families with revisions have 1 and 2)."""
+def check_build_options(family, options, revision=None, latest=2):
+    """What every family's `build` refuses: options it does not take, a revision outside 1..latest."""
     if options:
         raise PpidError(f"{family} takes no build options, got {', '.join(sorted(options))}")
-    if revision is not None and revision not in (1, 2):
-        raise PpidError(f"{family} revision {revision!r}: expected 1 or 2")
+    if revision is not None and revision not in range(1, latest + 1):
+        known = ", ".join(map(str, range(1, latest))) + f" or {latest}"
+        raise PpidError(f"{family} revision {revision!r}: expected {known}")
 
 
 def clamp_to_trimap(alpha, trimap):

@@ -11,13 +11,23 @@ Decoder: five blocks, each max-unpooling with the matching encoder indices then 
 its decoder, which makes the four hidden layers one linear map between unpoolings; we put a ReLU
 (no parameters) after each hidden block. The last block (conv5x5 64 -> 1) gives the alpha logits.
 
-Revision 2 (build option `revision`, recorded in model files): the last block has no BatchNorm, as
-in the DIM paper's network; revision 1 had the reference's BN(1) there. A one-channel BatchNorm
-fixes the logits' batch mean and spread to its bias and weight, so a weight near 0 gives one alpha
-everywhere whatever the features: the first DIM PPID student (cpu_small, seed 0) went there by
-step 100 (weight 0.009, bias -1.49: alpha 0.18 on every image), with or without CLSD or ALD's
-attention term (results/dim_collapse/). Files without a recorded revision are revision 1 and load
-as such. Revision 2 has 25,582,593 parameters (the conv's bias stays, the BN's two go).
+Revisions (build option `revision`, recorded in model files; files without one are revision 1 and
+load as such). The last block (conv5x5 64 -> 1) ends:
+- revision 1: in the reference's BN(1). A one-channel BatchNorm fixes the logits' batch mean and
+  spread to its bias and weight, so a weight near 0 gives one alpha everywhere whatever the
+  features: the first DIM PPID student (cpu_small, seed 0) went there by step 100 (weight 0.009,
+  bias -1.49: alpha 0.18 on every image), with or without CLSD or ALD's attention term
+  (results/dim_collapse/).
+- revision 2: in nothing, as in the DIM paper's network (25,582,593 parameters). The students then
+  found another flat matte: trained from random weights at the paper's rate, the conv's weights
+  cancel the features' variation within 50 steps (logits' spread 0.0075 while the features' is
+  0.6), the gradient reaching the encoder falls 16x, and the alpha loss never leaves the flat
+  level (baseline and PPID, bf16 and float32; a tenth of the rate only slows it down). The teacher,
+  whose trimap input is the answer's outline, learned well.
+- revision 3 (current): in a one-channel BatchNorm whose scale is `SCALE_FLOOR` + softplus(a
+  learned parameter), so the logits' spread over a training batch never falls below 0.5 and the
+  loss keeps a gradient for the features, while a well-trained network's spread (several units)
+  is free. 25,582,595 parameters, as revision 1 and the paper's 25.58M.
 
 PPID taps: `enc` = the five pooled block outputs (strides 2..32); `dec` = the decoder outputs at
 stride 4 (128 ch) and stride 2 (64 ch), each gated by a CBAM spatial attention (ALD, eq. 5-9).
@@ -25,7 +35,11 @@ With CLSD connectors (eq. 4) Fbar_n flows into block n+1, and Fbar_5 into the de
 feature skips (only pooling indices), so that is everywhere Fbar goes.
 """
 
+import math
+
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .common import CrossLayerConnectors, MattingNet, MattingOutput, SpatialAttention, check_build_options, kaiming_init
 
@@ -33,7 +47,8 @@ ENCODER_WIDTHS = (64, 128, 256, 512, 512)
 ENCODER_DEPTHS = (2, 2, 3, 3, 3)
 DECODER_WIDTHS = (512, 256, 128, 64, 1)  # outputs of the blocks at strides 16, 8, 4, 2, 1
 ATTENTION_STRIDES = (4, 2)
-REVISION = 2  # 1: the last block with BN(1) (every DIM result before 2026-11-27); 2: without
+REVISION = 3  # the last block: 1 with BN(1) (DIM results before 2026-11-27); 2 without (to 2026-12-08); 3 floored BN(1)
+SCALE_FLOOR = 0.5  # revision 3: the least spread of the logits over a training batch
 
 
 class VGG16BNEncoder(nn.Module):
@@ -69,9 +84,31 @@ def max_unpool(x, indices):
     return out.view(n, c, 2 * h, 2 * w)
 
 
-def decoder_block(c_in, c_out, relu=True, norm=True):
-    layers = [nn.Conv2d(c_in, c_out, 5, padding=2)] + ([nn.BatchNorm2d(c_out)] if norm else [])
+class FlooredScale(nn.Module):
+    """x * (SCALE_FLOOR + softplus(weight)) + bias, per channel: the affine part of revision 3's
+    last BatchNorm, whose scale cannot fall to the floor's other side. Starts at scale 1, bias 0."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), math.log(math.expm1(1.0 - SCALE_FLOOR))))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        scale = SCALE_FLOOR + F.softplus(self.weight)
+        return x * scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def decoder_block(c_in, c_out, relu=True, norm="bn"):
+    """conv5x5, then `norm`: "bn" (BatchNorm), "floored" (revision 3's head) or None, then ReLU."""
+    layers = [nn.Conv2d(c_in, c_out, 5, padding=2)]
+    if norm == "bn":
+        layers.append(nn.BatchNorm2d(c_out))
+    elif norm == "floored":
+        layers += [nn.BatchNorm2d(c_out, affine=False), FlooredScale(c_out)]
     return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
+
+
+HEAD_NORM = {1: "bn", 2: None, 3: "floored"}  # the last block's norm, by revision
 
 
 class DIMNet(MattingNet):
@@ -86,7 +123,7 @@ class DIMNet(MattingNet):
         self.encoder = VGG16BNEncoder(self.in_channels)
         widths = (ENCODER_WIDTHS[-1],) + DECODER_WIDTHS
         self.decoder = nn.ModuleList(
-            decoder_block(c_in, c_out, relu=c_out != 1, norm=c_out != 1 or revision == 1)
+            decoder_block(c_in, c_out, relu=c_out != 1, norm="bn" if c_out != 1 else HEAD_NORM[revision])
             for c_in, c_out in zip(widths[:-1], widths[1:])
         )
         self.attention = nn.ModuleList(SpatialAttention() for _ in ATTENTION_STRIDES)
@@ -121,5 +158,5 @@ class DIMNet(MattingNet):
 
 
 def build(role, cross_layer=False, revision=REVISION, **options):
-    check_build_options("dim", options, revision)
+    check_build_options("dim", options, revision, latest=REVISION)
     return DIMNet(role, cross_layer=cross_layer, revision=revision)
