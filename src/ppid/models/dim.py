@@ -25,9 +25,11 @@ load as such). The last block (conv5x5 64 -> 1) ends:
   level (baseline and PPID, bf16 and float32; a tenth of the rate only slows it down). The teacher,
   whose trimap input is the answer's outline, learned well.
 - revision 3 (current): in a one-channel BatchNorm whose scale is `SCALE_FLOOR` + softplus(a
-  learned parameter), so the logits' spread over a training batch never falls below 0.5 and the
-  loss keeps a gradient for the features, while a well-trained network's spread (several units)
-  is free. 25,582,595 parameters, as revision 1 and the paper's 25.58M.
+  learned parameter), so the logits' spread over a training batch never falls below 0.5, while a
+  well-trained network's spread (several units) is free. Its baseline learned where revision 2's
+  did not; its PPID student stayed alive but at the flat level to step 400 (probe): the floor keeps
+  the head out of both dead states, it does not by itself make a student learn. 25,582,595
+  parameters, as revision 1 and the paper's 25.58M.
 
 PPID taps: `enc` = the five pooled block outputs (strides 2..32); `dec` = the decoder outputs at
 stride 4 (128 ch) and stride 2 (64 ch), each gated by a CBAM spatial attention (ALD, eq. 5-9).
