@@ -87,8 +87,9 @@ def kaiming_init(model):
             nn.init.zeros_(m.bias)
 
 
-def check_build_options(family, options, revision=None, latest=2):
-    """What every family's `build` refuses: options it does not take, a revision outside 1..latest."""
+def check_build_options(family, options, revision=None, latest=None):
+    """What every family's `build` refuses: options it does not take, a revision outside 1..latest
+    (the families with revisions pass both)."""
     if options:
         raise PpidError(f"{family} takes no build options, got {', '.join(sorted(options))}")
     if revision is not None and revision not in range(1, latest + 1):

@@ -88,7 +88,7 @@ def max_unpool(x, indices):
 
 class FlooredScale(nn.Module):
     """x * (SCALE_FLOOR + softplus(weight)) + bias, per channel: the affine part of revision 3's
-    last BatchNorm, whose scale cannot fall to the floor's other side. Starts at scale 1, bias 0."""
+    last BatchNorm, whose scale cannot fall below the floor. Starts at scale 1, bias 0."""
 
     def __init__(self, channels):
         super().__init__()

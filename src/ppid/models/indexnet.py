@@ -239,5 +239,5 @@ class IndexNet(MattingNet):
 
 
 def build(role, cross_layer=False, revision=REVISION, **options):
-    check_build_options("indexnet", options, revision)
+    check_build_options("indexnet", options, revision, latest=REVISION)
     return IndexNet(role, cross_layer=cross_layer, revision=revision)
