@@ -22,8 +22,8 @@ load as such). The last block (conv5x5 64 -> 1) ends:
   found another flat matte: trained from random weights at the paper's rate, the conv's weights
   cancel the features' variation within 50 steps (logits' spread 0.0075 while the features' is
   0.6), the gradient reaching the encoder falls 16x, and the alpha loss never leaves the flat
-  level (baseline and PPID, bf16 and float32; a tenth of the rate only slows it down). The teacher,
-  whose trimap input is the answer's outline, learned well.
+  level (baseline and PPID, bf16 and float32; at a tenth of the rate not by step 400 either).
+  The teacher, whose trimap input is the answer's outline, learned well.
 - revision 3 (current): in a one-channel BatchNorm whose scale is `SCALE_FLOOR` + softplus(a
   learned parameter), so the logits' spread over a training batch never falls below 0.5, while a
   well-trained network's spread (several units) is free. Its baseline learned where revision 2's
