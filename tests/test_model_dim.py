@@ -147,8 +147,9 @@ def test_the_head_revisions_and_the_floor_on_the_logits_spread():
     cancelling the features). Revision 3's BN(1) scale is 0.5 + softplus(w): however far training
     drives w down, a training batch's logits keep a spread of at least 0.5."""
     rev1, rev2, rev3 = (build("dim", "student", revision=r) for r in (1, 2, 3))
-    assert build("dim", "student").build_args["revision"] == 3
+    assert build("dim", "student").build_args["revision"] == 3 and rev1.build_args["revision"] == 1
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in rev2.decoder[-1])
+    assert isinstance(rev1.decoder[-1][1], torch.nn.BatchNorm2d)
     image, _ = inputs()
     with torch.no_grad():
         rev1.decoder[-1][1].weight.fill_(0.009)  # the collapsed student's BN weight and bias
@@ -156,6 +157,7 @@ def test_the_head_revisions_and_the_floor_on_the_logits_spread():
         alpha_old = rev1(image).alpha
         assert alpha_old.std() < 0.01  # one value, about sigmoid(-1.49) = 0.18, in train mode too
         assert abs(alpha_old.mean().item() - 0.184) < 0.01
+        assert rev2(image).alpha.std() > 0.01
         scale = rev3.decoder[-1][2]
         logits = rev3(image).alpha_logits
         assert abs(logits.std().item() - 1.0) < 0.01  # scale 1 at initialisation, as any BN's
