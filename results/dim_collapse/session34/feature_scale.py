@@ -59,7 +59,8 @@ def scales(checkpoint, init_config, batches):
             rows.append({"levels": levels, "logits": spread(out.alpha_logits)})
     mean = lambda key, n: sum(r["levels"][n][key] for r in rows) / len(rows) if rows[0]["levels"][n][key] is not None else None
     levels = [{k: mean(k, n) for k in rows[0]["levels"][n]} for n in range(len(rows[0]["levels"]))]
-    return {"checkpoint": str(checkpoint) if checkpoint else None, "init_config": str(init_config) if init_config else None,
+    # file names only: the paths are this machine's (the run is the config's)
+    return {"checkpoint": Path(checkpoint).name if checkpoint else None, "init_config": Path(init_config).name if init_config else None,
             "step": None if ckpt is None else ckpt["step"], "batches": batches, "levels": levels,
             "logits": sum(r["logits"] for r in rows) / len(rows)}
 
